@@ -1,0 +1,188 @@
+"""Async client of Quay's tag API.
+
+``QuayClientPool`` keeps one long-lived ``httpx.AsyncClient`` per Quay base URL
+and TLS setting, opened on first use and closed when the operator stops.
+``QuayClient`` binds one of them to a token; it is cheap, so each reconcile
+makes its own. Every failure leaves this module as a ``QuayError``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import pydantic
+
+from quay_tag_operator.quay import errors
+from quay_tag_operator.quay.models import TagHistory, TagPage, TagRow
+
+logger = logging.getLogger(__name__)
+
+# Quay clamps larger values to 100 (endpoints/api/tag.py).
+PAGE_SIZE = 100
+# A guard against a server that always reports more pages: 1,000 pages are 100,000 rows.
+MAX_PAGES = 1000
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+USER_AGENT = "quay-tag-operator"
+
+ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+
+
+class QuayClientPool:
+    """Long-lived HTTP clients, one per Quay base URL and TLS verification setting."""
+
+    def __init__(
+        self,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._timeout = timeout
+        self._transport = transport
+        self._clients: dict[tuple[str, str | bool], httpx.AsyncClient] = {}
+
+    def client(self, base_url: str, token: str, *, verify: str | bool = True) -> QuayClient:
+        """Return a client for one Quay server; ``verify`` is True, False or a CA bundle path."""
+        root = base_url.rstrip("/")
+        key = (root, verify)
+        http = self._clients.get(key)
+        if http is None:
+            http = httpx.AsyncClient(
+                base_url=f"{root}/api/v1/",
+                timeout=self._timeout,
+                verify=verify,
+                transport=self._transport,
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            )
+            self._clients[key] = http
+        return QuayClient(http, token)
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, {}
+        for http in clients.values():
+            await http.aclose()
+
+
+class QuayClient:
+    """Tag operations on one Quay server with one OAuth access token."""
+
+    def __init__(self, http: httpx.AsyncClient, token: str) -> None:
+        self._http = http
+        self._token = token
+
+    async def list_tag_history(
+        self,
+        namespace: str,
+        repository: str,
+        tag: str,
+        *,
+        stop_when: Callable[[Sequence[TagRow]], bool] | None = None,
+    ) -> TagHistory:
+        """Read every history row of one tag, newest first, page by page.
+
+        ``stop_when`` sees the rows read so far after each page; when it returns
+        True, reading stops and the history is marked incomplete. Rows that shift
+        onto the next page because the tag moved while paging are dropped.
+        """
+        path = f"{_repository_path(namespace, repository)}/tag/"
+        rows: list[TagRow] = []
+        seen: set[tuple[str, int, str, bool]] = set()
+        for page_number in range(1, MAX_PAGES + 1):
+            params = {
+                "specificTag": tag,
+                "onlyActiveTags": "false",
+                "limit": str(PAGE_SIZE),
+                "page": str(page_number),
+            }
+            response = await self._request("GET", path, params=params)
+            page = _parse(response, TagPage)
+            for row in page.tags:
+                if row.name != tag or row.identity in seen:
+                    continue
+                seen.add(row.identity)
+                rows.append(row)
+
+            if not page.has_additional or not page.tags:
+                return TagHistory(rows=_newest_first(rows), complete=True)
+            if stop_when is not None and stop_when(rows):
+                return TagHistory(rows=_newest_first(rows), complete=False)
+
+        logger.warning(
+            "Stopped reading the history of %s/%s:%s after %d pages", namespace, repository, tag, MAX_PAGES
+        )
+        return TagHistory(rows=_newest_first(rows), complete=False)
+
+    async def put_tag(
+        self,
+        namespace: str,
+        repository: str,
+        tag: str,
+        manifest_digest: str,
+        *,
+        expiration: int | None = None,
+    ) -> None:
+        """Point the tag at a manifest alive in the repository (Quay answers 404 otherwise)."""
+        body: dict[str, Any] = {"manifest_digest": manifest_digest}
+        if expiration is not None:
+            body["expiration"] = expiration
+        await self._request("PUT", _tag_path(namespace, repository, tag), json=body)
+
+    async def restore_tag(self, namespace: str, repository: str, tag: str, manifest_digest: str) -> None:
+        """Point the tag at any manifest still stored in the repository, as a reversion row."""
+        path = f"{_tag_path(namespace, repository, tag)}/restore"
+        await self._request("POST", path, json={"manifest_digest": manifest_digest})
+
+    async def delete_tag(self, namespace: str, repository: str, tag: str) -> None:
+        await self._request("DELETE", _tag_path(namespace, repository, tag))
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        request = self._http.build_request(
+            method,
+            path,
+            params=params,
+            json=json,
+            headers={"Authorization": f"Bearer {self._token}"},
+        )
+        try:
+            response = await self._http.send(request)
+        except httpx.TransportError as error:
+            raise errors.transport_error(request, error) from error
+
+        logger.debug("%s %s -> %d", method, request.url, response.status_code)
+        if not response.is_success:
+            raise errors.error_for_response(response)
+        return response
+
+
+def _parse(response: httpx.Response, model: type[ModelT]) -> ModelT:
+    try:
+        return model.model_validate_json(response.content)
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        location = ".".join(str(part) for part in first["loc"]) or "body"
+        raise errors.malformed_response(response, f"{location}: {first['msg']}") from error
+
+
+def _newest_first(rows: list[TagRow]) -> tuple[TagRow, ...]:
+    # Quay lists newest start first; sorting again keeps that order when rows
+    # shifted between pages. The sort is stable, so equal starts keep Quay's order.
+    return tuple(sorted(rows, key=lambda row: row.start_ts, reverse=True))
+
+
+def _repository_path(namespace: str, repository: str) -> str:
+    return f"repository/{quote(namespace, safe='')}/{quote(repository, safe='')}"
+
+
+def _tag_path(namespace: str, repository: str, tag: str) -> str:
+    return f"{_repository_path(namespace, repository)}/tag/{quote(tag, safe='')}"

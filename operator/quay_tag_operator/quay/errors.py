@@ -1,0 +1,233 @@
+"""Errors of the Quay client, and the one place that maps HTTP responses to them.
+
+Each class says whether retrying can help (``temporary``) so that callers decide
+retry or give up from the class alone. Messages name the method, URL, status,
+Quay's ``error_type`` and a trimmed body; they never contain request headers,
+so the token cannot leak through an exception.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import json
+import re
+from typing import ClassVar
+
+import httpx
+
+BODY_EXCERPT_CHARS = 300
+
+# Quay's own answer for a write to a repository in READ_ONLY or MIRROR state
+# (endpoints/api/__init__.py, disallow_for_non_normal_repositories).
+_READ_ONLY_MESSAGE = re.compile(r"read only or mirror mode", re.IGNORECASE)
+
+
+class QuayError(Exception):
+    """A request to Quay failed."""
+
+    temporary: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        url: str,
+        status: int | None = None,
+        error_type: str | None = None,
+        detail: str | None = None,
+        body_excerpt: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.url = url
+        self.status = status
+        self.error_type = error_type
+        self.detail = detail
+        self.body_excerpt = body_excerpt
+        self.retry_after = retry_after
+
+
+class QuayTransportError(QuayError):
+    """No HTTP response: connection refused or reset, DNS failure, or a timeout."""
+
+    temporary = True
+
+
+class QuayMalformedResponse(QuayError):
+    """A success status whose body is not the JSON that Quay sends (often a proxy page)."""
+
+    temporary = True
+
+
+class QuayStatusError(QuayError):
+    """Quay, or a proxy in front of it, answered with an error status."""
+
+
+class QuayBadRequest(QuayStatusError):
+    """400: Quay rejected the request (invalid tag name, expiration or query argument)."""
+
+
+class QuayUnauthorized(QuayStatusError):
+    """401: the token is missing, invalid or expired."""
+
+
+class QuayForbidden(QuayStatusError):
+    """403: a known identity without permission, or a namespace it cannot see."""
+
+
+class QuayNotFound(QuayStatusError):
+    """404: no such repository, manifest or alive tag."""
+
+
+class QuayConflict(QuayStatusError):
+    """409: the write conflicts with the tag's state."""
+
+
+class QuayTagImmutable(QuayConflict):
+    """409 ``tag_immutable``: Quay refuses every write to an immutable tag."""
+
+
+class QuayRateLimited(QuayStatusError):
+    """429: a rate limit in front of Quay; ``retry_after`` is set when the proxy sent one."""
+
+    temporary = True
+
+
+class QuayRepositoryReadOnly(QuayStatusError):
+    """503 from a repository in read-only or mirror state: retrying does not help."""
+
+
+class QuayServerError(QuayStatusError):
+    """5xx: Quay or its proxy is failing or unavailable."""
+
+    temporary = True
+
+
+class QuayUnexpectedStatus(QuayStatusError):
+    """A status the tag API does not document (a redirect, 405, 415 and the like)."""
+
+
+_CLASS_BY_STATUS: dict[int, type[QuayStatusError]] = {
+    400: QuayBadRequest,
+    401: QuayUnauthorized,
+    403: QuayForbidden,
+    404: QuayNotFound,
+    409: QuayConflict,
+    429: QuayRateLimited,
+}
+
+
+def error_for_response(response: httpx.Response) -> QuayStatusError:
+    """Build the error for a response whose status is not the expected success."""
+    request = response.request
+    status = response.status_code
+    payload = _json_object(response)
+    error_type = _text_field(payload, "error_type")
+    detail = _text_field(payload, "detail", "error_message", "message")
+    excerpt = body_excerpt(response)
+
+    error_class = _CLASS_BY_STATUS.get(status)
+    if error_class is None:
+        if status == 503 and detail is not None and _READ_ONLY_MESSAGE.search(detail):
+            error_class = QuayRepositoryReadOnly
+        elif status >= 500:
+            error_class = QuayServerError
+        else:
+            error_class = QuayUnexpectedStatus
+    if error_class is QuayConflict and error_type == "tag_immutable":
+        error_class = QuayTagImmutable
+
+    reason = detail if detail is not None else (excerpt or "empty body")
+    label = f"{status} {error_type}" if error_type else str(status)
+    message = f"{request.method} {_safe_url(request.url)} returned {label}: {reason}"
+    return error_class(
+        message,
+        method=request.method,
+        url=_safe_url(request.url),
+        status=status,
+        error_type=error_type,
+        detail=detail,
+        body_excerpt=excerpt,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+    )
+
+
+def malformed_response(response: httpx.Response, problem: str) -> QuayMalformedResponse:
+    request = response.request
+    excerpt = body_excerpt(response)
+    content_type = response.headers.get("Content-Type", "no Content-Type")
+    message = (
+        f"{request.method} {_safe_url(request.url)} returned {response.status_code} "
+        f"with a body that is not Quay's JSON ({problem}; {content_type}): {excerpt or 'empty body'}"
+    )
+    return QuayMalformedResponse(
+        message,
+        method=request.method,
+        url=_safe_url(request.url),
+        status=response.status_code,
+        body_excerpt=excerpt,
+    )
+
+
+def transport_error(request: httpx.Request, error: httpx.TransportError) -> QuayTransportError:
+    kind = type(error).__name__
+    text = str(error) or kind
+    message = f"{request.method} {_safe_url(request.url)} failed: {kind}: {text}"
+    return QuayTransportError(message, method=request.method, url=_safe_url(request.url))
+
+
+def parse_retry_after(value: str | None, *, now: datetime.datetime | None = None) -> float | None:
+    """Parse a Retry-After header (delay in seconds, or an HTTP date) into seconds from now."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    current = now or datetime.datetime.now(datetime.UTC)
+    return max(0.0, (moment - current).total_seconds())
+
+
+def body_excerpt(response: httpx.Response) -> str:
+    """Return the start of the body with HTML tags removed and white space folded."""
+    try:
+        text = response.text
+    except (UnicodeDecodeError, LookupError, httpx.ResponseNotRead):
+        return ""
+    text = re.sub(r"<[^>]*>", " ", text)
+    text = " ".join(text.split())
+    if len(text) > BODY_EXCERPT_CHARS:
+        text = text[:BODY_EXCERPT_CHARS] + "..."
+    return text
+
+
+def _json_object(response: httpx.Response) -> dict[str, object] | None:
+    try:
+        payload = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _text_field(payload: dict[str, object] | None, *keys: str) -> str | None:
+    if payload is None:
+        return None
+    for key in keys:
+        value = payload.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:BODY_EXCERPT_CHARS]
+    return None
+
+
+def _safe_url(url: httpx.URL) -> str:
+    # User information in a URL would be a credential; drop it from every message.
+    return str(url.copy_with(username=None, password=None)) if url.userinfo else str(url)

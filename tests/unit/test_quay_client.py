@@ -1,0 +1,276 @@
+"""The Quay client's error mapping and paging, with responses injected through httpx transports."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from quay_tag_operator.quay import errors
+from quay_tag_operator.quay.client import QuayClient, QuayClientPool
+
+TOKEN = "secret-token-value"
+DIGEST = "sha256:" + "a" * 64
+
+
+def client_for(handler: Callable[[httpx.Request], httpx.Response]) -> QuayClient:
+    pool = QuayClientPool(transport=httpx.MockTransport(handler))
+    return pool.client("https://quay.example.com", TOKEN)
+
+
+def quay_error(status: int, error_type: str, detail: str) -> httpx.Response:
+    body = {
+        "detail": detail,
+        "error_message": detail,
+        "error_type": error_type,
+        "title": error_type,
+        "type": f"https://quay.example.com/api/v1/error/{error_type}",
+        "status": status,
+    }
+    return httpx.Response(status, json=body)
+
+
+def html(status: int, headers: dict[str, str] | None = None) -> httpx.Response:
+    page = f"<html><head><title>{status}</title></head><body><h1>{status} Error</h1></body></html>"
+    return httpx.Response(status, text=page, headers={"Content-Type": "text/html", **(headers or {})})
+
+
+async def put_with(response: httpx.Response) -> errors.QuayError:
+    client = client_for(lambda request: response)
+    with pytest.raises(errors.QuayError) as raised:
+        await client.put_tag("quayadmin", "busybox", "test", DIGEST)
+    return raised.value
+
+
+@pytest.mark.parametrize(
+    ("response", "expected", "temporary"),
+    [
+        (quay_error(400, "invalid_request", "Invalid expiration"), errors.QuayBadRequest, False),
+        (httpx.Response(400, json={"message": "Invalid tag name"}), errors.QuayBadRequest, False),
+        (quay_error(401, "invalid_token", "Invalid token"), errors.QuayUnauthorized, False),
+        (quay_error(403, "insufficient_scope", "Unauthorized"), errors.QuayForbidden, False),
+        (quay_error(404, "not_found", "Not Found"), errors.QuayNotFound, False),
+        (quay_error(409, "tag_immutable", "Tag test is immutable"), errors.QuayTagImmutable, False),
+        (quay_error(409, "conflict", "Conflict"), errors.QuayConflict, False),
+        (httpx.Response(415, json={"message": "Unsupported Media Type"}), errors.QuayUnexpectedStatus, False),
+        (html(429), errors.QuayRateLimited, True),
+        (httpx.Response(500, json={"message": "Internal Server Error"}), errors.QuayServerError, True),
+        (html(502), errors.QuayServerError, True),
+        (
+            httpx.Response(503, json={"message": "Repository is in read only or mirror mode: MIRROR"}),
+            errors.QuayRepositoryReadOnly,
+            False,
+        ),
+        (html(503), errors.QuayServerError, True),
+        (html(504), errors.QuayServerError, True),
+        (httpx.Response(308, text="<p>Redirecting...</p>", headers={"Location": "/x/"}), errors.QuayUnexpectedStatus, False),
+    ],
+)
+async def test_status_maps_to_error_class(
+    response: httpx.Response, expected: type[errors.QuayError], temporary: bool
+) -> None:
+    error = await put_with(response)
+    assert type(error) is expected
+    assert error.temporary is temporary
+    assert error.status == response.status_code
+    assert str(response.status_code) in error.message
+    assert "PUT https://quay.example.com/api/v1/repository/quayadmin/busybox/tag/test" in error.message
+
+
+@pytest.mark.parametrize("status", range(300, 600))
+async def test_every_error_status_is_mapped(status: int) -> None:
+    error = await put_with(httpx.Response(status, content=b""))
+    assert isinstance(error, errors.QuayStatusError)
+    assert error.status == status
+    if status >= 500 and status != 503:
+        assert error.temporary
+
+
+async def test_error_keeps_quay_detail_and_type() -> None:
+    error = await put_with(quay_error(404, "not_found", "Manifest not found"))
+    assert error.error_type == "not_found"
+    assert error.detail == "Manifest not found"
+    assert "404 not_found: Manifest not found" in error.message
+
+
+async def test_html_body_is_trimmed_to_text() -> None:
+    error = await put_with(html(502))
+    assert error.body_excerpt == "502 502 Error"
+    assert "<" not in error.message
+
+
+async def test_long_body_is_cut() -> None:
+    error = await put_with(httpx.Response(500, text="x" * 5000))
+    assert error.body_excerpt is not None
+    assert len(error.body_excerpt) <= errors.BODY_EXCERPT_CHARS + 3
+
+
+async def test_retry_after_seconds_is_kept() -> None:
+    error = await put_with(html(429, {"Retry-After": "7"}))
+    assert isinstance(error, errors.QuayRateLimited)
+    assert error.retry_after == 7.0
+
+
+def test_retry_after_http_date_is_converted() -> None:
+    now = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+    assert errors.parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now=now) == 30.0
+
+
+@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5e9"])
+def test_retry_after_invalid_is_ignored(value: str | None) -> None:
+    assert errors.parse_retry_after(value) is None
+
+
+async def test_connection_refused_is_transport_error() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = client_for(refuse)
+    with pytest.raises(errors.QuayTransportError) as raised:
+        await client.restore_tag("quayadmin", "busybox", "test", DIGEST)
+    assert raised.value.temporary
+    assert "ConnectError" in raised.value.message
+    assert isinstance(raised.value.__cause__, httpx.ConnectError)
+
+
+async def test_timeout_is_transport_error() -> None:
+    def time_out(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    client = client_for(time_out)
+    with pytest.raises(errors.QuayTransportError):
+        await client.delete_tag("quayadmin", "busybox", "test")
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, text="<html>proxy login</html>", headers={"Content-Type": "text/html"}),
+        httpx.Response(200, text='{"tags": [', headers={"Content-Type": "application/json"}),
+        httpx.Response(200, json={"tags": [{"name": "test"}], "page": 1}),
+        httpx.Response(200, json=["not", "an", "object"]),
+        httpx.Response(200, content=b"\xff\xfe\x00garbage"),
+    ],
+)
+async def test_malformed_list_body_is_reported(response: httpx.Response) -> None:
+    client = client_for(lambda request: response)
+    with pytest.raises(errors.QuayMalformedResponse) as raised:
+        await client.list_tag_history("quayadmin", "busybox", "test")
+    assert raised.value.temporary
+    assert "200" in raised.value.message
+
+
+async def test_token_never_appears_in_errors() -> None:
+    responses = [quay_error(401, "invalid_token", "Invalid token"), html(502), httpx.Response(200, text="{")]
+    for response in responses:
+        client = client_for(lambda request, response=response: response)
+        with pytest.raises(errors.QuayError) as raised:
+            await client.list_tag_history("quayadmin", "busybox", "test")
+        assert TOKEN not in str(raised.value)
+        assert TOKEN not in repr(raised.value.__dict__)
+
+
+async def test_requests_carry_bearer_token_and_json() -> None:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json="Updated")
+
+    await client_for(record).put_tag("quayadmin", "busybox", "test", DIGEST)
+    request = seen[0]
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["Content-Type"] == "application/json"
+    assert json.loads(request.content) == {"manifest_digest": DIGEST}
+
+
+def tag_row(start: int, digest: str, end: int | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": "test",
+        "reversion": False,
+        "start_ts": start,
+        "manifest_digest": digest,
+        "is_manifest_list": False,
+        "size": 100,
+        "last_modified": "Tue, 21 May 2024 20:41:09 -0000",
+    }
+    if end is not None:
+        row["end_ts"] = end
+        row["expiration"] = "Tue, 21 May 2024 20:41:09 -0000"
+    return row
+
+
+async def test_history_reads_every_page() -> None:
+    rows = [tag_row(1000 - i, f"sha256:{i:064x}", 1001 - i if i else None) for i in range(250)]
+    pages: list[int] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["page"])
+        limit = int(request.url.params["limit"])
+        pages.append(page)
+        assert request.url.params["specificTag"] == "test"
+        assert request.url.params["onlyActiveTags"] == "false"
+        chunk = rows[(page - 1) * limit : page * limit]
+        return httpx.Response(200, json={"tags": chunk, "page": page, "has_additional": page * limit < len(rows)})
+
+    history = await client_for(serve).list_tag_history("quayadmin", "busybox", "test")
+    assert pages == [1, 2, 3]
+    assert history.complete
+    assert len(history.rows) == 250
+    assert [row.start_ts for row in history.rows] == sorted((row.start_ts for row in history.rows), reverse=True)
+
+
+async def test_history_drops_row_shifted_by_move_between_pages() -> None:
+    rows = [tag_row(1000 - i, f"sha256:{i:064x}", 1001 - i if i else None) for i in range(150)]
+    moved = False
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        nonlocal rows, moved
+        page = int(request.url.params["page"])
+        if page == 2 and not moved:
+            # The tag moves after page 1 was read: every row shifts down by one.
+            moved = True
+            rows = [tag_row(2000, "sha256:" + "f" * 64)] + rows
+        chunk = rows[(page - 1) * 100 : page * 100]
+        return httpx.Response(200, json={"tags": chunk, "page": page, "has_additional": page * 100 < len(rows)})
+
+    history = await client_for(serve).list_tag_history("quayadmin", "busybox", "test")
+    starts = [row.start_ts for row in history.rows]
+    assert len(starts) == len(set(starts))
+    assert set(range(851, 1001)) <= set(starts)
+
+
+async def test_history_stops_when_caller_has_enough() -> None:
+    pages: list[int] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["page"])
+        pages.append(page)
+        return httpx.Response(200, json={"tags": [tag_row(1000 - page, DIGEST)], "page": page, "has_additional": True})
+
+    history = await client_for(serve).list_tag_history("quayadmin", "busybox", "test", stop_when=lambda rows: True)
+    assert pages == [1]
+    assert not history.complete
+
+
+async def test_history_ends_on_empty_page_claiming_more() -> None:
+    def serve(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"tags": [], "page": 1, "has_additional": True})
+
+    history = await client_for(serve).list_tag_history("quayadmin", "busybox", "test")
+    assert history.rows == ()
+
+
+async def test_pool_reuses_one_client_per_host() -> None:
+    pool = QuayClientPool(transport=httpx.MockTransport(lambda request: httpx.Response(204)))
+    first = pool.client("https://quay.example.com/", "one")
+    second = pool.client("https://quay.example.com", "two")
+    other = pool.client("https://quay.other.example", "one")
+    assert first._http is second._http
+    assert first._http is not other._http
+    await pool.aclose()
+    assert first._http.is_closed
