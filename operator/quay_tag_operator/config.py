@@ -1,0 +1,57 @@
+"""Operator-wide settings, read from QUAY_TAG_OPERATOR_* environment variables.
+
+The command line (``python -m quay_tag_operator --help``) sets the same
+variables, so the settings reach kopf's startup handler whether the operator
+runs from the console script or from ``kopf run`` in tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from quay_tag_operator.models import URL_PATTERN
+
+ENV_PREFIX = "QUAY_TAG_OPERATOR_"
+
+
+class ConfigError(ValueError):
+    """An operator setting is invalid; the message names the variable."""
+
+
+class OperatorConfig(BaseModel):
+    """Settings that apply to every RepositoryTag the operator handles."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Quay server for resources without spec.connection.url.
+    quay_url: Annotated[str | None, Field(default=None, pattern=URL_PATTERN)]
+    # File with the OAuth access token for resources without spec.connection.tokenSecretRef.
+    # It is read on every reconcile, so a rotated token takes effect without a restart.
+    token_file: Path | None = None
+    # CA bundle for TLS verification of every Quay server; None uses the system store.
+    ca_bundle: Path | None = None
+    # Rows of the tag's history kept in status, newest first (Quay's page size is the maximum).
+    history_limit: Annotated[int, Field(ge=1, le=100)] = 20
+    # Seconds before an HTTP request to Quay times out.
+    request_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
+        """Read the settings from ``QUAY_TAG_OPERATOR_<FIELD>`` variables; empty ones are unset."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for name in cls.model_fields:
+            value = environ.get(ENV_PREFIX + name.upper(), "").strip()
+            if value:
+                values[name] = value
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            first = error.errors()[0]
+            variable = ENV_PREFIX + str(first["loc"][0]).upper()
+            raise ConfigError(f"Invalid {variable}: {first['msg']}") from None

@@ -1,0 +1,97 @@
+"""The RepositoryTag resource: spec and status models.
+
+Field names follow Kubernetes conventions (camelCase) through aliases, so the
+models parse what the API server returns and dump what it accepts. The CRD in
+crds/ enforces the same rules at admission; the operator checks them again in
+case it runs against an older CRD.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Literal
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "quaytag.dev"
+VERSION = "v1alpha1"
+PLURAL = "repositorytags"
+KIND = "RepositoryTag"
+
+# Quay's rules: util/names.py in quay/quay for repository and tag names, plus an
+# exact namespace/name split because the operator addresses one repository.
+REPOSITORY_PATTERN = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*/[a-z0-9][.a-z0-9_-]{0,254}$"
+TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
+URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+
+
+class _CamelModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
+        populate_by_name=True,
+        frozen=True,
+    )
+
+
+class SecretKeyRef(_CamelModel):
+    """Reference to one key of a Secret in the resource's own namespace."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+
+
+class Connection(_CamelModel):
+    """Quay server and credentials of one resource; unset parts use operator defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[str | None, Field(default=None, max_length=2048, pattern=URL_PATTERN)]
+    token_secret_ref: SecretKeyRef | None = None
+
+
+class RepositoryTagSpec(_CamelModel):
+    """Desired state: one tag of one Quay repository and the digest it points at."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repository: Annotated[str, Field(max_length=511, pattern=REPOSITORY_PATTERN)]
+    tag: Annotated[str, Field(max_length=128, pattern=TAG_PATTERN)]
+    manifest_digest: Annotated[str, Field(pattern=DIGEST_PATTERN)]
+    connection: Connection | None = None
+
+    @property
+    def namespace_and_name(self) -> tuple[str, str]:
+        namespace, name = self.repository.split("/", 1)
+        return namespace, name
+
+
+class Condition(_CamelModel):
+    """A status condition in the standard Kubernetes form."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class HistoryEntry(_CamelModel):
+    """One row of the tag's history as Quay lists it, with RFC 3339 times."""
+
+    manifest_digest: str
+    start_time: str
+    # When the row stopped being the tag's target; absent on the alive row.
+    end_time: str | None = None
+    # Scheduled expiry of the alive row; absent on ended rows.
+    expiration: str | None = None
+    reversion: bool = False
+
+
+def format_time(moment: datetime.datetime) -> str:
+    """Format a time as RFC 3339 in UTC with second precision, as Kubernetes does."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
