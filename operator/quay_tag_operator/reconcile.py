@@ -1,0 +1,198 @@
+"""One reconcile pass against Quay: gather, decide, act, re-read.
+
+This module knows Quay and the decision rules but not kopf or Kubernetes: it
+returns an ``Outcome`` that the status writer records and the handler turns
+into Events and retries. Quay errors never escape; each becomes an outcome
+whose reason carries its retry policy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from quay_tag_operator import reasons
+from quay_tag_operator.decision import Action, decide
+from quay_tag_operator.models import RepositoryTagSpec
+from quay_tag_operator.quay import errors
+from quay_tag_operator.quay.client import QuayClient
+from quay_tag_operator.quay.models import TagHistory, TagRow
+
+# At most one restore, one PUT and the restore fallback: each 404 removes one choice.
+_MAX_WRITE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one pass found and did; the input of the status writer."""
+
+    reason: reasons.Reason
+    message: str
+    # The tag's history as last read, or None when Quay could not be read.
+    history: TagHistory | None = None
+    # The write performed in this pass (PUT or RESTORE), if any.
+    written: Action | None = None
+    # The digest the tag pointed at before the write.
+    previous_digest: str | None = None
+    # A delay that Quay or its proxy asked for (Retry-After), in seconds.
+    retry_after: float | None = None
+
+    def retry_delay(self, attempt: int) -> float | None:
+        """Return seconds until the next attempt, or None when only a change of the resource helps."""
+        if self.reason.retry is None:
+            return None
+        if self.retry_after is not None:
+            return max(1.0, self.retry_after)
+        return self.reason.retry.delay(attempt)
+
+
+async def reconcile(
+    spec: RepositoryTagSpec,
+    quay: QuayClient,
+    *,
+    token_source: str,
+    clock: Callable[[], float] = time.time,
+) -> Outcome:
+    """Bring one tag to the spec's digest with at most one write to Quay.
+
+    ``token_source`` describes where the token came from, for messages that tell
+    a person what to fix (it never contains the token).
+    """
+    namespace, name = spec.namespace_and_name
+    desired = spec.manifest_digest
+
+    try:
+        history = await quay.list_tag_history(namespace, name, spec.tag, stop_when=_contains(desired))
+    except errors.QuayError as error:
+        return failure_outcome(error, spec, token_source=token_source, history=None)
+
+    rejected: set[Action] = set()
+    for _ in range(_MAX_WRITE_ATTEMPTS):
+        decision = decide(desired, history, now=clock(), rejected=frozenset(rejected))
+        if decision.action is Action.NONE:
+            return Outcome(reasons.IN_SYNC, _in_sync_message(spec), history)
+        if decision.action is Action.WAIT:
+            return Outcome(reasons.MANIFEST_NOT_FOUND, _manifest_not_found_message(spec), history)
+
+        try:
+            if decision.action is Action.PUT:
+                await quay.put_tag(namespace, name, spec.tag, desired)
+            else:
+                await quay.restore_tag(namespace, name, spec.tag, desired)
+        except errors.QuayNotFound:
+            rejected.add(decision.action)
+            continue
+        except errors.QuayError as error:
+            return failure_outcome(error, spec, token_source=token_source, history=history)
+
+        return await _verify_write(spec, quay, decision.action, decision.current_digest, token_source, clock)
+
+    return Outcome(reasons.MANIFEST_NOT_FOUND, _manifest_not_found_message(spec), history)
+
+
+async def _verify_write(
+    spec: RepositoryTagSpec,
+    quay: QuayClient,
+    written: Action,
+    previous: str | None,
+    token_source: str,
+    clock: Callable[[], float],
+) -> Outcome:
+    # The first page holds the alive row and every row the status shows.
+    namespace, name = spec.namespace_and_name
+    try:
+        history = await quay.list_tag_history(namespace, name, spec.tag, stop_when=lambda rows: True)
+    except errors.QuayError as error:
+        outcome = failure_outcome(error, spec, token_source=token_source, history=None)
+        return Outcome(outcome.reason, outcome.message, None, written, previous, outcome.retry_after)
+
+    alive = history.alive_row(clock())
+    found = alive.manifest_digest if alive is not None else None
+    if found != spec.manifest_digest:
+        message = (
+            f"Quay accepted the {written.value} of {spec.manifest_digest} to tag {spec.tag} of "
+            f"{spec.repository}, but the tag points at {found or 'nothing'} when read back. "
+            "Another client may be moving this tag; the operator will not write again until the next retry."
+        )
+        return Outcome(reasons.WRITE_NOT_APPLIED, message, history, written, previous)
+    return Outcome(reasons.IN_SYNC, _in_sync_message(spec), history, written, previous)
+
+
+def failure_outcome(
+    error: errors.QuayError,
+    spec: RepositoryTagSpec,
+    *,
+    token_source: str,
+    history: TagHistory | None,
+) -> Outcome:
+    """Map a Quay error to the reason, message and retry that a person sees."""
+    reason, advice = _reason_and_advice(error)
+    if isinstance(error, errors.QuayNotFound):
+        advice = f"Check that repository {spec.repository} exists and that the token can see it."
+    elif isinstance(error, (errors.QuayUnauthorized, errors.QuayForbidden)):
+        advice = advice.format(token_source=token_source)
+    message = f"{error.message}. {advice}".strip()
+    return Outcome(reason, message, history, retry_after=error.retry_after)
+
+
+_REASON_AND_ADVICE: dict[type[errors.QuayError], tuple[reasons.Reason, str]] = {
+    errors.QuayNotFound: (reasons.REPOSITORY_NOT_FOUND, ""),
+    errors.QuayUnauthorized: (
+        reasons.UNAUTHORIZED,
+        "Replace the OAuth access token in {token_source} with a valid one.",
+    ),
+    errors.QuayForbidden: (
+        reasons.FORBIDDEN,
+        "Give the token's user write permission on the repository and the repo:write scope "
+        "({token_source}).",
+    ),
+    errors.QuayTagImmutable: (
+        reasons.TAG_IMMUTABLE,
+        "The tag is immutable in Quay; point the resource at another tag or lift the immutability.",
+    ),
+    errors.QuayConflict: (reasons.REQUEST_REJECTED, "Quay reported a conflict with the tag's state."),
+    errors.QuayRepositoryReadOnly: (
+        reasons.REPOSITORY_READ_ONLY,
+        "The repository is read-only or a mirror; the operator retries slowly until its state is NORMAL.",
+    ),
+    errors.QuayRateLimited: (reasons.RATE_LIMITED, "The operator backs off and retries."),
+    errors.QuayServerError: (reasons.QUAY_UNAVAILABLE, "The operator retries with backoff."),
+    errors.QuayTransportError: (reasons.QUAY_UNAVAILABLE, "The operator retries with backoff."),
+    errors.QuayMalformedResponse: (
+        reasons.INVALID_RESPONSE,
+        "Check the Quay URL and any proxy in front of Quay; the operator retries with backoff.",
+    ),
+    errors.QuayBadRequest: (reasons.REQUEST_REJECTED, "Check the resource's spec against Quay's rules."),
+    errors.QuayUnexpectedStatus: (
+        reasons.REQUEST_REJECTED,
+        "Check that the connection URL is the root of a Quay server.",
+    ),
+}
+
+
+def _reason_and_advice(error: errors.QuayError) -> tuple[reasons.Reason, str]:
+    for error_class in type(error).__mro__:
+        if error_class in _REASON_AND_ADVICE:
+            return _REASON_AND_ADVICE[error_class]
+    return reasons.REQUEST_REJECTED, ""
+
+
+def _contains(digest: str) -> Callable[[Sequence[TagRow]], bool]:
+    # Reading can stop once the desired digest shows up: the alive row is always
+    # on the first page, and the decision needs nothing older than that digest.
+    def check(rows: Sequence[TagRow]) -> bool:
+        return any(row.manifest_digest == digest for row in rows)
+
+    return check
+
+
+def _in_sync_message(spec: RepositoryTagSpec) -> str:
+    return f"Tag {spec.tag} of {spec.repository} points at {spec.manifest_digest}."
+
+
+def _manifest_not_found_message(spec: RepositoryTagSpec) -> str:
+    return (
+        f"Manifest {spec.manifest_digest} is not in repository {spec.repository}: Quay rejected both "
+        "PUT and restore with 404. Push the image, or fix the digest; the operator retries with backoff."
+    )
