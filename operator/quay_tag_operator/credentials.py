@@ -1,0 +1,130 @@
+"""Resolve a resource's Quay URL, token and TLS setting.
+
+A token comes from a Secret in the resource's own namespace (never another)
+or from the operator's token file. Both are read on every reconcile, so a
+created, restored or rotated credential takes effect without a restart.
+Tokens live only in ``Connection.token``, which is left out of its repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import kubernetes
+
+from quay_tag_operator import reasons
+from quay_tag_operator.config import OperatorConfig
+from quay_tag_operator.models import RepositoryTagSpec
+
+
+class CredentialsError(Exception):
+    """The connection cannot be resolved; ``reason`` is the Ready reason to report."""
+
+    def __init__(self, reason: reasons.Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Connection:
+    url: str
+    token: str = field(repr=False)
+    # Where the token came from, for messages; never the token itself.
+    token_source: str
+    verify: str | bool
+
+
+class SecretReader(Protocol):
+    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """Return the Secret's base64-encoded data, or None when it does not exist."""
+        ...
+
+
+class KubernetesSecretReader:
+    """Reads Secrets through the ``kubernetes`` client, because kopf has no API for them."""
+
+    def __init__(self, api_client: Any) -> None:
+        self._core = kubernetes.client.CoreV1Api(api_client)
+
+    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        try:
+            secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise CredentialsError(
+                reasons.SECRET_NOT_FOUND,
+                f'Reading Secret "{name}" in namespace "{namespace}" failed with {error.status} '
+                f"{error.reason}. Check that the operator may get Secrets in this namespace.",
+            ) from None
+        return {key: str(value) for key, value in (secret.data or {}).items()}
+
+
+async def resolve_connection(
+    spec: RepositoryTagSpec,
+    namespace: str,
+    config: OperatorConfig,
+    secrets: SecretReader,
+) -> Connection:
+    """Combine the resource's connection with the operator's defaults."""
+    connection = spec.connection
+    url = connection.url if connection is not None and connection.url else config.quay_url
+    if url is None:
+        raise CredentialsError(
+            reasons.MISSING_CONNECTION,
+            "No Quay URL: set spec.connection.url, or start the operator with --quay-url.",
+        )
+
+    verify: str | bool = str(config.ca_bundle) if config.ca_bundle is not None else True
+    reference = connection.token_secret_ref if connection is not None else None
+    if reference is not None:
+        data = await secrets.read(namespace, reference.name)
+        source = f'Secret "{reference.name}" key "{reference.key}" in namespace "{namespace}"'
+        if data is None:
+            raise CredentialsError(
+                reasons.SECRET_NOT_FOUND,
+                f'Secret "{reference.name}" is not found in namespace "{namespace}". Create it with the '
+                f'OAuth access token under key "{reference.key}".',
+            )
+        token = _decode_token(data.get(reference.key))
+        if token is None:
+            raise CredentialsError(
+                reasons.SECRET_KEY_NOT_FOUND,
+                f'Secret "{reference.name}" in namespace "{namespace}" has no non-empty key '
+                f'"{reference.key}". Put the OAuth access token under that key.',
+            )
+        return Connection(url=url, token=token, token_source=source, verify=verify)
+
+    if config.token_file is None:
+        raise CredentialsError(
+            reasons.MISSING_CONNECTION,
+            "No Quay token: set spec.connection.tokenSecretRef, or start the operator with --token-file.",
+        )
+    try:
+        token = config.token_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CredentialsError(
+            reasons.TOKEN_FILE_UNREADABLE,
+            f"Reading the operator's token file {config.token_file} failed: {type(error).__name__}.",
+        ) from None
+    if not token:
+        raise CredentialsError(
+            reasons.TOKEN_FILE_UNREADABLE, f"The operator's token file {config.token_file} is empty."
+        )
+    return Connection(url=url, token=token, token_source="the operator's token file", verify=verify)
+
+
+def _decode_token(encoded: str | None) -> str | None:
+    if not encoded:
+        return None
+    try:
+        token = base64.b64decode(encoded, validate=True).decode("utf-8").strip()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return token or None
