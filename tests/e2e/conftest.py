@@ -1,0 +1,73 @@
+"""Fixtures for end-to-end tests: the CRD installed, a Quay double, and the operator under KopfRunner."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kopf.testing import KopfRunner
+
+from quay_tag_testing.controlplane.server import ControlPlane
+from quay_tag_testing.quay_double.runner import QuayDouble
+
+from .kube import Cluster, digest
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT / "crds" / "repositorytags.quaytag.dev.yaml"
+TOKEN = "e2e-token"
+QUAY_NAMESPACE = "quayadmin"
+
+SEED = {
+    "namespaces": [{"name": QUAY_NAMESPACE}],
+    "users": [{"name": QUAY_NAMESPACE}, {"name": "reader", "roles": {QUAY_NAMESPACE: "read"}}],
+    "tokens": [
+        {"token": TOKEN, "user": QUAY_NAMESPACE, "scopes": ["repo:read", "repo:write"]},
+        {"token": "reader-token", "user": "reader", "scopes": ["repo:read", "repo:write"]},
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def crd(control_plane: ControlPlane) -> None:
+    control_plane.kubectl("apply", "-f", str(CRD_PATH))
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "crd/repositorytags.quaytag.dev", "--timeout=30s"
+    )
+
+
+@pytest.fixture(scope="module")
+def quay() -> Iterator[QuayDouble]:
+    with QuayDouble(SEED) as double:
+        yield double
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane, crd: None, quay: QuayDouble, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KopfRunner]:
+    token_file = tmp_path_factory.mktemp("operator") / "token"
+    token_file.write_text(TOKEN + "\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QUAY_TAG_OPERATOR_QUAY_URL", quay.url)
+        patch.setenv("QUAY_TAG_OPERATOR_TOKEN_FILE", str(token_file))
+        patch.setenv("QUAY_TAG_OPERATOR_HISTORY_LIMIT", "10")
+        args = ["run", "--all-namespaces", "--standalone", "--verbose", "-m", "quay_tag_operator.handlers"]
+        with KopfRunner(args, timeout=60) as runner:
+            yield runner
+    assert runner.exception is None, runner.output
+    assert runner.exit_code == 0, runner.output
+
+
+@pytest.fixture
+def repository(quay: QuayDouble) -> str:
+    """Create a fresh Quay repository for one test and return ``namespace/name``."""
+    name = f"{QUAY_NAMESPACE}/app-{secrets.token_hex(4)}"
+    quay.add_manifest(name, digest(name + "/seed"))
+    return name
+
+
+@pytest.fixture
+def cluster(control_plane: ControlPlane, namespace: str, operator: KopfRunner) -> Cluster:
+    return Cluster(control_plane, namespace)

@@ -1,0 +1,87 @@
+"""kubectl helpers for end-to-end tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from quay_tag_testing.controlplane.server import ControlPlane
+
+
+def digest(label: str) -> str:
+    """Return a valid, made-up sha256 digest that is stable for ``label``."""
+    return "sha256:" + hashlib.sha256(label.encode()).hexdigest()
+
+
+class Cluster:
+    """kubectl helpers bound to one control plane and one namespace."""
+
+    def __init__(self, plane: ControlPlane, namespace: str) -> None:
+        self.plane = plane
+        self.namespace = namespace
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self.plane.kubectl("apply", "-n", self.namespace, "-f", "-", input=yaml.safe_dump(manifest))
+
+    def apply_tag(self, name: str, repository: str, tag: str, manifest_digest: str, **spec: Any) -> None:
+        self.apply(repository_tag(name, repository, tag, manifest_digest, **spec))
+
+    def get(self, name: str) -> dict[str, Any]:
+        output = self.plane.kubectl("get", "repositorytag", name, "-n", self.namespace, "-o", "json").stdout
+        result: dict[str, Any] = json.loads(output)
+        return result
+
+    def wait_for(
+        self, name: str, check: Callable[[dict[str, Any]], bool], *, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Poll the resource until ``check`` passes, and return it; fail with its last state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.get(name)
+            if check(body):
+                return body
+            if time.monotonic() > deadline:
+                pytest.fail(f"RepositoryTag {name} did not reach the expected state in {timeout}s: "
+                            f"{json.dumps(body.get('status'), indent=2)}")
+            time.sleep(0.3)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        output = self.plane.kubectl(
+            "get", "events", "-n", self.namespace, "--field-selector", f"involvedObject.name={name}", "-o", "json"
+        ).stdout
+        items: list[dict[str, Any]] = json.loads(output)["items"]
+        return items
+
+
+def repository_tag(name: str, repository: str, tag: str, manifest_digest: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "quaytag.dev/v1alpha1",
+        "kind": "RepositoryTag",
+        "metadata": {"name": name},
+        "spec": {"repository": repository, "tag": tag, "manifestDigest": manifest_digest, **spec},
+    }
+
+
+def ready(body: dict[str, Any]) -> dict[str, Any] | None:
+    for condition in body.get("status", {}).get("conditions", []):
+        if condition["type"] == "Ready":
+            result: dict[str, Any] = condition
+            return result
+    return None
+
+
+def ready_with(status: str, reason: str, generation: int | None = None) -> Callable[[dict[str, Any]], bool]:
+    def check(body: dict[str, Any]) -> bool:
+        condition = ready(body)
+        if condition is None or condition["status"] != status or condition["reason"] != reason:
+            return False
+        wanted = generation if generation is not None else body["metadata"]["generation"]
+        return bool(body["status"].get("observedGeneration") == wanted)
+
+    return check
