@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-DEMO_SEED = Path(__file__).parent.parent.parent / "deploy" / "examples" / "quay-seed.yaml"
+DEMO_SEED = Path(__file__).parent.parent.parent / "deploy" / "demo" / "quay-seed.yaml"
 STARTUP_TIMEOUT = 10.0
 
 

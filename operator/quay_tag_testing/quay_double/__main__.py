@@ -1,6 +1,6 @@
 """Run the Quay double in the foreground until SIGINT or SIGTERM.
 
-Example: ``python -m quay_tag_testing.quay_double --seed deploy/examples/quay-seed.yaml``
+Example: ``python -m quay_tag_testing.quay_double --seed deploy/demo/quay-seed.yaml``
 """
 
 from __future__ import annotations

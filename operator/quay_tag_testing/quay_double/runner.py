@@ -78,7 +78,7 @@ class QuayDouble:
 
     Use it as a context manager::
 
-        with QuayDouble("deploy/examples/quay-seed.yaml") as quay:
+        with QuayDouble("deploy/demo/quay-seed.yaml") as quay:
             httpx.get(quay.url + "/api/v1/repository/quayadmin/busybox/tag/", ...)
 
     The helper methods change the same state as the admin API and are safe to call
