@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from quay_tag_operator.models import URL_PATTERN
+from quay_tag_operator.models import DURATION_PATTERN, URL_PATTERN, parse_duration
 
 ENV_PREFIX = "QUAY_TAG_OPERATOR_"
 
@@ -39,6 +39,22 @@ class OperatorConfig(BaseModel):
     history_limit: Annotated[int, Field(ge=1, le=100)] = 20
     # Seconds before an HTTP request to Quay times out.
     request_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # Re-read interval for resources without spec.refreshInterval; "0" turns periodic checks off.
+    refresh_interval: Annotated[str, Field(pattern=DURATION_PATTERN)] = "5m"
+    # Quay hosts (host or host:port) that resources may name in spec.connection.url, besides the
+    # host of quay_url. Empty: only the host of quay_url.
+    allowed_hosts: tuple[str, ...] = ()
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(host.strip().lower() for host in value.split(",") if host.strip())
+        return value
+
+    @property
+    def refresh_seconds(self) -> float:
+        return parse_duration(self.refresh_interval)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ipaddress
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -81,6 +83,7 @@ async def resolve_connection(
             "No Quay URL: set spec.connection.url, or start the operator with --quay-url.",
         )
 
+    check_host_allowed(url, config)
     verify: str | bool = str(config.ca_bundle) if config.ca_bundle is not None else True
     reference = connection.token_secret_ref if connection is not None else None
     if reference is not None:
@@ -118,6 +121,38 @@ async def resolve_connection(
             reasons.TOKEN_FILE_UNREADABLE, f"The operator's token file {config.token_file} is empty."
         )
     return Connection(url=url, token=token, token_source="the operator's token file", verify=verify)
+
+
+def check_host_allowed(url: str, config: OperatorConfig) -> None:
+    """Raise CredentialsError unless the URL's host is the default Quay host or on the allow-list.
+
+    Link-local addresses (cloud metadata services live there) are refused even when listed,
+    because a namespace user must not point the operator's network access at them.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    host = (parsed.hostname or "").lower()
+    port = parsed.port
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and address.is_link_local:
+        raise CredentialsError(
+            reasons.HOST_NOT_ALLOWED,
+            f"Quay URL {url} points at a link-local address, which the operator never contacts.",
+        )
+
+    allowed = set(config.allowed_hosts)
+    if config.quay_url is not None:
+        default = urllib.parse.urlsplit(config.quay_url)
+        allowed.add((default.hostname or "").lower())
+    if "*" in allowed or host in allowed or (port is not None and f"{host}:{port}" in allowed):
+        return
+    raise CredentialsError(
+        reasons.HOST_NOT_ALLOWED,
+        f"Quay host {host or url!r} is not on the operator's allow-list. Use the default Quay server, or ask "
+        "the operator's administrator to add the host to --allowed-hosts.",
+    )
 
 
 def _decode_token(encoded: str | None) -> str | None:

@@ -57,3 +57,32 @@ def decide(
     if Action.RESTORE not in rejected:
         return Decision(Action.RESTORE, current)
     return Decision(Action.WAIT, current)
+
+
+# Quay keeps a tag's expiration between 1 hour and 104 weeks after the tag's start
+# (endpoints/api/tag.py and data/model/oci/tag.py in quay/quay).
+MIN_EXPIRATION_AFTER_START = 3600
+MAX_EXPIRATION_AFTER_START = 104 * 7 * 24 * 3600
+
+
+def expected_expiration(desired: int, start_ts: int) -> int:
+    """Return the end time Quay stores for ``desired`` on a row that started at ``start_ts``."""
+    earliest = start_ts + MIN_EXPIRATION_AFTER_START
+    latest = start_ts + MAX_EXPIRATION_AFTER_START
+    return min(max(desired, earliest), latest)
+
+
+def decide_expiration(desired: int | None, history: TagHistory, *, now: float) -> int | None:
+    """Return the expiration to send to Quay, or None when the alive row already has it.
+
+    Call it once the alive row has the desired digest. ``desired`` is Unix seconds;
+    None means the operator does not manage expiration.
+    """
+    if desired is None:
+        return None
+    alive = history.alive_row(now)
+    if alive is None:
+        return None
+    if alive.end_ts is not None and abs(alive.end_ts - expected_expiration(desired, alive.start_ts)) <= 1:
+        return None
+    return desired

@@ -1,4 +1,7 @@
-"""kopf handlers: start-up, clean-up and the reconcile triggers. Each one delegates."""
+"""kopf handlers: start-up, clean-up, the claims index, watch events and deletion.
+
+Each one delegates to controller.py.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +11,23 @@ from typing import Any
 import httpx
 import kopf
 import kubernetes
+import pydantic
 
+from quay_tag_operator import controller
+from quay_tag_operator.claims import Claim, ClaimKey, claim_key
 from quay_tag_operator.config import OperatorConfig
-from quay_tag_operator.controller import Runtime, run_pass
 from quay_tag_operator.credentials import KubernetesSecretReader
-from quay_tag_operator.models import GROUP, PLURAL, VERSION
+from quay_tag_operator.models import GROUP, PLURAL, VERSION, RepositoryTagSpec
 from quay_tag_operator.quay.client import QuayClientPool
+from quay_tag_operator.status import StatusWriter
 
 # Annotations kopf writes on each resource, under the operator's own API group.
 ANNOTATION_PREFIX = GROUP
+Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 @kopf.on.startup()
-async def start(
-    settings: kopf.OperatorSettings,
-    memo: Any,
-    logger: logging.Logger | logging.LoggerAdapter[Any],
-    **_: Any,
-) -> None:
+async def start(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_: Any) -> None:
     config = OperatorConfig.from_env()
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -33,39 +35,66 @@ async def start(
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
 
+    api_client = _kubernetes_api_client()
     timeout = httpx.Timeout(config.request_timeout, connect=min(5.0, config.request_timeout))
-    memo.runtime = Runtime(
+    memo.runtime = controller.Runtime(
         config=config,
         quay=QuayClientPool(timeout=timeout),
-        secrets=KubernetesSecretReader(_kubernetes_api_client()),
+        secrets=KubernetesSecretReader(api_client),
+        status_writer=StatusWriter(api_client),
     )
     logger.info(
-        "Started with Quay URL %s, token file %s, history limit %d",
+        "Started with Quay URL %s, token file %s, refresh interval %s, history limit %d",
         config.quay_url or "(none: each resource sets spec.connection.url)",
         config.token_file or "(none)",
+        config.refresh_interval,
         config.history_limit,
     )
 
 
 @kopf.on.cleanup()
 async def stop(memo: Any, **_: Any) -> None:
-    runtime: Runtime | None = getattr(memo, "runtime", None)
+    runtime: controller.Runtime | None = getattr(memo, "runtime", None)
     if runtime is not None:
+        await runtime.stop_loops()
         await runtime.quay.aclose()
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def reconcile_tag(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    memo: Any,
-    retry: int,
-    logger: logging.Logger | logging.LoggerAdapter[Any],
-    **_: Any,
-) -> None:
-    await run_pass(body=body, patch=patch, runtime=memo.runtime, retry=retry, logger=logger)
+@kopf.index(GROUP, VERSION, PLURAL)
+def tag_claims(body: kopf.Body, memo: Any, **_: Any) -> dict[ClaimKey, Claim] | None:
+    """Index every resource's claim by Quay server, repository and tag."""
+    try:
+        spec = RepositoryTagSpec.model_validate(dict(body.spec))
+    except pydantic.ValidationError:
+        return None
+    key = claim_key(spec, memo.runtime.config)
+    if key is None:
+        return None
+    return {key: controller.own_claim(body, spec)}
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def track_tag(event: kopf.RawEvent, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+    """Start each resource's reconcile loop, wake it on a new generation, stop it on deletion."""
+    # kopf passes each index as a keyword argument named after its function.
+    claims: kopf.Index[ClaimKey, Claim] = kwargs["tag_claims"]
+    controller.observe(
+        event_type=event.get("type"),
+        body=body,
+        runtime=memo.runtime,
+        state=controller.tag_state(memo),
+        claims=claims,
+        logger=logger,
+    )
+
+
+def _deletion_requested(spec: kopf.Spec, **_: Any) -> bool:
+    return spec.get("deletionPolicy") == "Delete"
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletion_requested, retries=30)
+async def delete_tag(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
+    await controller.delete_tag(body=body, runtime=memo.runtime, state=controller.tag_state(memo), logger=logger)
 
 
 def _kubernetes_api_client() -> Any:

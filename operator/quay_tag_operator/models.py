@@ -9,9 +9,10 @@ case it runs against an older CRD.
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Annotated, Literal
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "quaytag.dev"
@@ -25,6 +26,13 @@ REPOSITORY_PATTERN = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*/[a-z0-9][.a-z0-9_-]{0,254}$
 TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
 URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+# Go's duration syntax as Kubernetes and Argo CD users write it ("90s", "5m", "1h30m"), or "0".
+DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
+MIN_REFRESH_INTERVAL = 10.0
+MAX_REFRESH_INTERVAL = 7 * 24 * 3600.0
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 
 
 class _CamelModel(BaseModel):
@@ -54,7 +62,11 @@ class Connection(_CamelModel):
 
 
 class RepositoryTagSpec(_CamelModel):
-    """Desired state: one tag of one Quay repository and the digest it points at."""
+    """Desired state: one tag of one Quay repository and the digest it points at.
+
+    Optional fields have no defaults in the CRD: the operator applies them here and
+    never writes them back, so Argo CD sees no difference between Git and the cluster.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -62,6 +74,30 @@ class RepositoryTagSpec(_CamelModel):
     tag: Annotated[str, Field(max_length=128, pattern=TAG_PATTERN)]
     manifest_digest: Annotated[str, Field(pattern=DIGEST_PATTERN)]
     connection: Connection | None = None
+    # How often the tag is re-read and drift corrected; None uses the operator's default, 0 turns it off.
+    refresh_interval: Annotated[str | None, Field(default=None, max_length=32, pattern=DURATION_PATTERN)]
+    deletion_policy: Literal["Orphan", "Delete"] | None = None
+    # When set, the tag's expiration is kept at this time (Quay clamps it to 1 hour .. 104 weeks after the
+    # tag's start); when absent, the operator leaves expiration alone.
+    expiration: datetime.datetime | None = None
+    suspend: bool | None = None
+
+    @field_validator("refresh_interval")
+    @classmethod
+    def _check_refresh_interval(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        seconds = parse_duration(value)
+        if seconds != 0 and not MIN_REFRESH_INTERVAL <= seconds <= MAX_REFRESH_INTERVAL:
+            raise ValueError("must be 0 (off) or between 10s and 168h")
+        return value
+
+    @field_validator("expiration")
+    @classmethod
+    def _check_expiration(cls, value: datetime.datetime | None) -> datetime.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must be an RFC 3339 time with a time zone, such as 2027-01-31T00:00:00Z")
+        return value
 
     @property
     def namespace_and_name(self) -> tuple[str, str]:
@@ -90,6 +126,16 @@ class HistoryEntry(_CamelModel):
     # Scheduled expiry of the alive row; absent on ended rows.
     expiration: str | None = None
     reversion: bool = False
+
+
+def parse_duration(text: str) -> float:
+    """Convert a duration such as "1h30m" or "0" to seconds."""
+    if text == "0":
+        return 0.0
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"invalid duration {text!r}: expected a number and a unit (ms, s, m, h), such as 5m")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 
 
 def format_time(moment: datetime.datetime) -> str:

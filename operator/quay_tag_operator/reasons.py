@@ -53,6 +53,12 @@ RATE_LIMITED = Reason("RateLimited", ready=False, retry=Backoff(5, 300), transie
 QUAY_UNAVAILABLE = Reason("QuayUnavailable", ready=False, retry=_SOON, transient=True)
 INVALID_RESPONSE = Reason("InvalidQuayResponse", ready=False, retry=_SOON, transient=True)
 WRITE_NOT_APPLIED = Reason("WriteNotApplied", ready=False, retry=_SLOW, transient=False)
+CONFLICT = Reason("Conflict", ready=False, retry=Backoff(10, 300), transient=False)
+EXPIRATION_IN_PAST = Reason("ExpirationInPast", ready=False, retry=None, transient=False)
+HOST_NOT_ALLOWED = Reason("HostNotAllowed", ready=False, retry=None, transient=False)
+# Suspended resources keep reporting what Quay has; Ready tells whether the tag matches.
+SUSPENDED = Reason("Suspended", ready=True, retry=None, transient=False)
+SUSPENDED_OUT_OF_SYNC = Reason("Suspended", ready=False, retry=None, transient=False)
 
 ALL: tuple[Reason, ...] = (
     IN_SYNC,
@@ -72,4 +78,9 @@ ALL: tuple[Reason, ...] = (
     QUAY_UNAVAILABLE,
     INVALID_RESPONSE,
     WRITE_NOT_APPLIED,
+    CONFLICT,
+    EXPIRATION_IN_PAST,
+    HOST_NOT_ALLOWED,
+    SUSPENDED,
+    SUSPENDED_OUT_OF_SYNC,
 )

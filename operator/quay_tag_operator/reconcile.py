@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from quay_tag_operator import reasons
-from quay_tag_operator.decision import Action, decide
+from quay_tag_operator.decision import Action, decide, decide_expiration
 from quay_tag_operator.models import RepositoryTagSpec
 from quay_tag_operator.quay import errors
 from quay_tag_operator.quay.client import QuayClient
@@ -37,6 +37,8 @@ class Outcome:
     previous_digest: str | None = None
     # A delay that Quay or its proxy asked for (Retry-After), in seconds.
     retry_after: float | None = None
+    # True when this pass set the tag's expiration.
+    expiration_set: bool = False
 
     def retry_delay(self, attempt: int) -> float | None:
         """Return seconds until the next attempt, or None when only a change of the resource helps."""
@@ -54,24 +56,37 @@ async def reconcile(
     token_source: str,
     clock: Callable[[], float] = time.time,
 ) -> Outcome:
-    """Bring one tag to the spec's digest with at most one write to Quay.
+    """Bring one tag to the spec's digest with at most one write to Quay, then its expiration.
 
     ``token_source`` describes where the token came from, for messages that tell
     a person what to fix (it never contains the token).
     """
     namespace, name = spec.namespace_and_name
     desired = spec.manifest_digest
+    expiration = int(spec.expiration.timestamp()) if spec.expiration is not None else None
 
     try:
         history = await quay.list_tag_history(namespace, name, spec.tag, stop_when=_contains(desired))
     except errors.QuayError as error:
         return failure_outcome(error, spec, token_source=token_source, history=None)
 
+    if spec.suspend:
+        return _suspended_outcome(spec, history, clock())
+    # An expiration in the past would delete the tag again right after any write, so nothing is written.
+    if expiration is not None and expiration <= clock():
+        message = (
+            f"spec.expiration {spec.expiration} is in the past, so the operator writes nothing to tag "
+            f"{spec.tag}. Remove spec.expiration or move it into the future."
+        )
+        return Outcome(reasons.EXPIRATION_IN_PAST, message, history)
+
     rejected: set[Action] = set()
+    written: Action | None = None
+    previous: str | None = None
     for _ in range(_MAX_WRITE_ATTEMPTS):
         decision = decide(desired, history, now=clock(), rejected=frozenset(rejected))
         if decision.action is Action.NONE:
-            return Outcome(reasons.IN_SYNC, _in_sync_message(spec), history)
+            break
         if decision.action is Action.WAIT:
             return Outcome(reasons.MANIFEST_NOT_FOUND, _manifest_not_found_message(spec), history)
 
@@ -86,37 +101,55 @@ async def reconcile(
         except errors.QuayError as error:
             return failure_outcome(error, spec, token_source=token_source, history=history)
 
-        return await _verify_write(spec, quay, decision.action, decision.current_digest, token_source, clock)
-
-    return Outcome(reasons.MANIFEST_NOT_FOUND, _manifest_not_found_message(spec), history)
-
-
-async def _verify_write(
-    spec: RepositoryTagSpec,
-    quay: QuayClient,
-    written: Action,
-    previous: str | None,
-    token_source: str,
-    clock: Callable[[], float],
-) -> Outcome:
-    # The first page holds the alive row and every row the status shows.
-    namespace, name = spec.namespace_and_name
-    try:
-        history = await quay.list_tag_history(namespace, name, spec.tag, stop_when=lambda rows: True)
-    except errors.QuayError as error:
-        outcome = failure_outcome(error, spec, token_source=token_source, history=None)
-        return Outcome(outcome.reason, outcome.message, None, written, previous, outcome.retry_after)
+        written, previous = decision.action, decision.current_digest
+        try:
+            history = await _read_first_page(quay, spec)
+        except errors.QuayError as error:
+            outcome = failure_outcome(error, spec, token_source=token_source, history=None)
+            return Outcome(outcome.reason, outcome.message, None, written, previous, outcome.retry_after)
+        break
+    else:
+        return Outcome(reasons.MANIFEST_NOT_FOUND, _manifest_not_found_message(spec), history)
 
     alive = history.alive_row(clock())
     found = alive.manifest_digest if alive is not None else None
-    if found != spec.manifest_digest:
+    if found != desired:
         message = (
-            f"Quay accepted the {written.value} of {spec.manifest_digest} to tag {spec.tag} of "
+            f"Quay accepted the {written.value if written else 'write'} of {desired} to tag {spec.tag} of "
             f"{spec.repository}, but the tag points at {found or 'nothing'} when read back. "
             "Another client may be moving this tag; the operator will not write again until the next retry."
         )
         return Outcome(reasons.WRITE_NOT_APPLIED, message, history, written, previous)
-    return Outcome(reasons.IN_SYNC, _in_sync_message(spec), history, written, previous)
+
+    new_expiration = decide_expiration(expiration, history, now=clock())
+    if new_expiration is not None:
+        try:
+            await quay.set_tag_expiration(namespace, name, spec.tag, new_expiration)
+            history = await _read_first_page(quay, spec)
+        except errors.QuayError as error:
+            outcome = failure_outcome(error, spec, token_source=token_source, history=history)
+            return Outcome(outcome.reason, outcome.message, history, written, previous, outcome.retry_after)
+
+    return Outcome(reasons.IN_SYNC, _in_sync_message(spec), history, written, previous, expiration_set=new_expiration is not None)
+
+
+async def _read_first_page(quay: QuayClient, spec: RepositoryTagSpec) -> TagHistory:
+    # The first page holds the alive row and every row the status shows.
+    namespace, name = spec.namespace_and_name
+    return await quay.list_tag_history(namespace, name, spec.tag, stop_when=lambda rows: True)
+
+
+def _suspended_outcome(spec: RepositoryTagSpec, history: TagHistory, now: float) -> Outcome:
+    alive = history.alive_row(now)
+    found = alive.manifest_digest if alive is not None else None
+    if found == spec.manifest_digest:
+        message = f"Suspended: writes to Quay are off. Tag {spec.tag} points at the desired digest."
+        return Outcome(reasons.SUSPENDED, message, history)
+    message = (
+        f"Suspended: writes to Quay are off. Tag {spec.tag} points at {found or 'nothing'}, not "
+        f"{spec.manifest_digest}. Set spec.suspend to false to let the operator correct it."
+    )
+    return Outcome(reasons.SUSPENDED_OUT_OF_SYNC, message, history)
 
 
 def failure_outcome(

@@ -7,16 +7,51 @@ changed go into the patch, so a pass that finds nothing new writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import Mapping
 from typing import Any
 
+import kubernetes
+
 from quay_tag_operator import reasons
-from quay_tag_operator.models import Condition, HistoryEntry, format_time
+from quay_tag_operator.models import GROUP, PLURAL, VERSION, Condition, HistoryEntry, format_time
 from quay_tag_operator.quay.models import TagHistory, TagRow
 from quay_tag_operator.reconcile import Outcome
 
 READY = "Ready"
+
+
+class StatusWriteError(Exception):
+    """The API server rejected a status patch."""
+
+
+class StatusWriter:
+    """Applies status patches as merge patches on the status subresource."""
+
+    def __init__(self, api_client: Any) -> None:
+        self._api = kubernetes.client.CustomObjectsApi(api_client)
+
+    async def write(self, namespace: str, name: str, patch: Mapping[str, Any]) -> bool:
+        """Apply ``patch`` and return True; return False when the resource is gone."""
+        if not patch:
+            return True
+        try:
+            await asyncio.to_thread(
+                self._api.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": dict(patch)},
+                _content_type="application/merge-patch+json",
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return False
+            raise StatusWriteError(f"Patching the status of {namespace}/{name} failed: {error.status} {error.reason}") from None
+        return True
 
 
 def build_status(

@@ -45,14 +45,20 @@ def quay() -> Iterator[QuayDouble]:
 
 @pytest.fixture(scope="module")
 def operator(
-    control_plane: ControlPlane, crd: None, quay: QuayDouble, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane,
+    crd: None,
+    quay: QuayDouble,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[KopfRunner]:
+    """Run the operator for one test module; a module's OPERATOR_SETTINGS add QUAY_TAG_OPERATOR_* variables."""
     token_file = tmp_path_factory.mktemp("operator") / "token"
     token_file.write_text(TOKEN + "\n")
+    settings = {"QUAY_URL": quay.url, "TOKEN_FILE": str(token_file), "HISTORY_LIMIT": "10"}
+    settings.update(getattr(request.module, "OPERATOR_SETTINGS", {}))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("QUAY_TAG_OPERATOR_QUAY_URL", quay.url)
-        patch.setenv("QUAY_TAG_OPERATOR_TOKEN_FILE", str(token_file))
-        patch.setenv("QUAY_TAG_OPERATOR_HISTORY_LIMIT", "10")
+        for name, value in settings.items():
+            patch.setenv(f"QUAY_TAG_OPERATOR_{name}", value)
         args = ["run", "--all-namespaces", "--standalone", "--verbose", "-m", "quay_tag_operator.handlers"]
         with KopfRunner(args, timeout=60) as runner:
             yield runner

@@ -58,6 +58,18 @@ class Cluster:
         items: list[dict[str, Any]] = json.loads(output)["items"]
         return items
 
+    def wait_for_event(self, name: str, reason: str, *, timeout: float = 30.0) -> dict[str, Any]:
+        """Poll the Events of the resource until one has ``reason``, and return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            matching = [event for event in self.events(name) if event["reason"] == reason]
+            if matching:
+                return matching[-1]
+            if time.monotonic() > deadline:
+                reasons = sorted({event["reason"] for event in self.events(name)})
+                pytest.fail(f"No {reason} Event for {name} in {timeout}s; Events have reasons {reasons}")
+            time.sleep(0.3)
+
 
 def repository_tag(name: str, repository: str, tag: str, manifest_digest: str, **spec: Any) -> dict[str, Any]:
     return {

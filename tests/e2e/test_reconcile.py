@@ -39,10 +39,9 @@ def test_new_digest_is_put_then_rolled_back(cluster: Cluster, quay: QuayDouble, 
     assert "endTime" not in status["history"][0]
     assert status["history"][1]["endTime"] == status["history"][0]["startTime"]
     assert writes_to(quay, repository) == [f"PUT /api/v1/repository/{repository}/tag/web"]
-    moved = [event for event in cluster.events("web") if event["reason"] == "TagMoved"]
-    assert len(moved) == 1
-    assert old in moved[0]["message"]
-    assert new in moved[0]["message"]
+    moved = cluster.wait_for_event("web", "TagMoved")
+    assert old in moved["message"]
+    assert new in moved["message"]
 
     cluster.apply_tag("web", repository, "web", old)
     body = cluster.wait_for("web", ready_with("True", "InSync", generation=2))
@@ -51,7 +50,7 @@ def test_new_digest_is_put_then_rolled_back(cluster: Cluster, quay: QuayDouble, 
     assert [row["manifestDigest"] for row in history] == [old, new, old]
     assert history[0]["reversion"] is True
     assert writes_to(quay, repository)[-1] == f"POST /api/v1/repository/{repository}/tag/web/restore"
-    assert any(event["reason"] == "TagRestored" for event in cluster.events("web"))
+    cluster.wait_for_event("web", "TagRestored")
 
 
 def test_tag_already_in_sync_is_not_written(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
@@ -100,7 +99,7 @@ def test_missing_manifest_waits_until_pushed(cluster: Cluster, quay: QuayDouble,
     assert unpushed in condition["message"]
     assert "Push the image" in condition["message"]
     assert quay.alive_digest(repository, "early") is None
-    assert any(event["reason"] == "ManifestNotFound" for event in cluster.events("early"))
+    cluster.wait_for_event("early", "ManifestNotFound")
 
     # The CI pipeline pushes the image, with a tag of its own.
     quay.add_manifest(repository, unpushed)

@@ -4,7 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quay_tag_operator.decision import Action, decide
+from quay_tag_operator.decision import (
+    MAX_EXPIRATION_AFTER_START,
+    MIN_EXPIRATION_AFTER_START,
+    Action,
+    decide,
+    decide_expiration,
+    expected_expiration,
+)
 from quay_tag_operator.quay.models import TagHistory, TagRow
 
 NOW = 1_800_000_000
@@ -106,3 +113,35 @@ def test_decision_writes_only_when_needed(desired: str, rows: list[TagRow], reje
     assert decision.action not in rejected
     if decision.action is Action.WAIT:
         assert rejected == {Action.PUT, Action.RESTORE}
+
+
+def test_expiration_unmanaged_when_absent() -> None:
+    assert decide_expiration(None, history(row(A, NOW - 10)), now=NOW) is None
+
+
+def test_expiration_set_when_row_has_none() -> None:
+    assert decide_expiration(NOW + 86_400, history(row(A, NOW - 10)), now=NOW) == NOW + 86_400
+
+
+def test_expiration_matching_row_is_left() -> None:
+    assert decide_expiration(NOW + 86_400, history(row(A, NOW - 10, NOW + 86_400)), now=NOW) is None
+
+
+def test_expiration_clamped_by_quay_is_left() -> None:
+    # Quay keeps an expiration at least 1 hour after the row's start.
+    start = NOW - 10
+    rows = history(row(A, start, start + MIN_EXPIRATION_AFTER_START))
+    assert decide_expiration(NOW + 60, rows, now=NOW) is None
+
+
+def test_expiration_beyond_maximum_is_clamped() -> None:
+    start = NOW - 10
+    assert expected_expiration(start + 10 * MAX_EXPIRATION_AFTER_START, start) == start + MAX_EXPIRATION_AFTER_START
+
+
+def test_expiration_other_time_is_changed() -> None:
+    assert decide_expiration(NOW + 7_200, history(row(A, NOW - 10, NOW + 86_400)), now=NOW) == NOW + 7_200
+
+
+def test_expiration_without_alive_row_waits() -> None:
+    assert decide_expiration(NOW + 7_200, history(row(A, NOW - 100, NOW - 10)), now=NOW) is None

@@ -7,7 +7,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from quay_tag_operator.models import RepositoryTagSpec
+from quay_tag_operator.models import RepositoryTagSpec, parse_duration
 from quay_tag_operator.quay.models import TagPage
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -30,6 +30,15 @@ def spec(**changes: Any) -> dict[str, Any]:
         {"repository": "my-org/app.web_v2"},
         {"connection": {"url": "https://quay.example.com"}},
         {"connection": {"url": "http://127.0.0.1:8080/", "tokenSecretRef": {"name": "quay", "key": "token"}}},
+        {"refreshInterval": "0"},
+        {"refreshInterval": "10s"},
+        {"refreshInterval": "1h30m"},
+        {"refreshInterval": "168h"},
+        {"deletionPolicy": "Delete"},
+        {"deletionPolicy": "Orphan"},
+        {"expiration": "2027-01-31T00:00:00Z"},
+        {"expiration": "2027-01-31T09:00:00+09:00"},
+        {"suspend": True},
     ],
 )
 def test_spec_accepts_valid_values(changes: dict[str, Any]) -> None:
@@ -58,6 +67,15 @@ def test_spec_accepts_valid_values(changes: dict[str, Any]) -> None:
         ({"connection": {"url": "ftp://quay.example.com"}}, "connection.url"),
         ({"connection": {"tokenSecretRef": {"name": "quay"}}}, "connection.tokenSecretRef.key"),
         ({"unknownField": True}, "unknownField"),
+        ({"refreshInterval": "9s"}, "refreshInterval"),
+        ({"refreshInterval": "169h"}, "refreshInterval"),
+        ({"refreshInterval": "5 m"}, "refreshInterval"),
+        ({"refreshInterval": "1d"}, "refreshInterval"),
+        ({"refreshInterval": "-1m"}, "refreshInterval"),
+        ({"deletionPolicy": "Remove"}, "deletionPolicy"),
+        ({"expiration": "2027-01-31T00:00:00"}, "expiration"),
+        ({"expiration": "next week"}, "expiration"),
+        ({"suspend": "maybe"}, "suspend"),
     ],
 )
 def test_spec_rejects_invalid_values(changes: dict[str, Any], field: str) -> None:
@@ -93,3 +111,17 @@ def test_tag_row_ignores_unknown_fields() -> None:
     raw["tags"][0]["child_manifest_count"] = 3
     page = TagPage.model_validate(raw)
     assert page.tags[0].name == "test"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0", 0.0), ("500ms", 0.5), ("90s", 90.0), ("5m", 300.0), ("1h30m", 5400.0), ("1.5h", 5400.0)],
+)
+def test_duration_parses_go_syntax(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "m", "5 m", "1d", "1h 30m", "-5m"])
+def test_duration_rejects_other_text(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)

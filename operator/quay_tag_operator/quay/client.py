@@ -116,19 +116,18 @@ class QuayClient:
         )
         return TagHistory(rows=_newest_first(rows), complete=False)
 
-    async def put_tag(
-        self,
-        namespace: str,
-        repository: str,
-        tag: str,
-        manifest_digest: str,
-        *,
-        expiration: int | None = None,
-    ) -> None:
+    async def put_tag(self, namespace: str, repository: str, tag: str, manifest_digest: str) -> None:
         """Point the tag at a manifest alive in the repository (Quay answers 404 otherwise)."""
-        body: dict[str, Any] = {"manifest_digest": manifest_digest}
-        if expiration is not None:
-            body["expiration"] = expiration
+        body = {"manifest_digest": manifest_digest}
+        await self._request("PUT", _tag_path(namespace, repository, tag), json=body)
+
+    async def set_tag_expiration(self, namespace: str, repository: str, tag: str, expiration: int | None) -> None:
+        """Set the alive row's expiration (Unix seconds, in the future), or clear it with None.
+
+        A PUT that also carries a digest would set the expiration on the row the move
+        ends, so expiration always goes in a PUT of its own.
+        """
+        body: dict[str, Any] = {"expiration": expiration}
         await self._request("PUT", _tag_path(namespace, repository, tag), json=body)
 
     async def restore_tag(self, namespace: str, repository: str, tag: str, manifest_digest: str) -> None:

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from quay_tag_operator import reasons
+from quay_tag_operator.config import OperatorConfig
+from quay_tag_operator.credentials import CredentialsError, check_host_allowed, resolve_connection
+from quay_tag_operator.models import RepositoryTagSpec
+
+DIGEST = "sha256:" + "a" * 64
+
+
+class Secrets:
+    """Secrets of one namespace, as the API server would return them."""
+
+    def __init__(self, namespace: str, secrets: dict[str, dict[str, str]]) -> None:
+        self.namespace = namespace
+        self.secrets = secrets
+        self.reads: list[tuple[str, str]] = []
+
+    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        self.reads.append((namespace, name))
+        if namespace != self.namespace:
+            return None
+        return self.secrets.get(name)
+
+
+def encoded(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def spec(**connection: object) -> RepositoryTagSpec:
+    values: dict[str, object] = {"repository": "quayadmin/busybox", "tag": "test", "manifestDigest": DIGEST}
+    if connection:
+        values["connection"] = connection
+    return RepositoryTagSpec.model_validate(values)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://quay.example.com", True),
+        ("https://QUAY.example.com:8443/", True),
+        ("https://mirror.example.com", True),
+        ("https://other.example.com:9000", True),
+        ("https://other.example.com:9001", False),
+        ("https://evil.example.com", False),
+        ("http://169.254.169.254/latest", False),
+        ("http://[fe80::1]:80", False),
+        ("http://127.0.0.1:5000", False),
+    ],
+)
+def test_host_allow_list(url: str, allowed: bool) -> None:
+    config = OperatorConfig(
+        quay_url="https://quay.example.com", allowed_hosts="mirror.example.com, other.example.com:9000"
+    )
+    if allowed:
+        check_host_allowed(url, config)
+    else:
+        with pytest.raises(CredentialsError) as raised:
+            check_host_allowed(url, config)
+        assert raised.value.reason is reasons.HOST_NOT_ALLOWED
+
+
+def test_wildcard_still_refuses_link_local() -> None:
+    config = OperatorConfig(allowed_hosts="*")
+    check_host_allowed("https://anything.example", config)
+    with pytest.raises(CredentialsError):
+        check_host_allowed("http://169.254.169.254", config)
+
+
+async def test_token_read_from_own_namespace(tmp_path: Path) -> None:
+    secrets = Secrets("team", {"quay": {"token": encoded(" abc \n")}})
+    config = OperatorConfig(quay_url="https://quay.example.com")
+    connection = await resolve_connection(
+        spec(tokenSecretRef={"name": "quay", "key": "token"}), "team", config, secrets
+    )
+    assert connection.token == "abc"
+    assert "abc" not in repr(connection)
+    assert secrets.reads == [("team", "quay")]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (None, reasons.SECRET_NOT_FOUND),
+        ({}, reasons.SECRET_KEY_NOT_FOUND),
+        ({"token": ""}, reasons.SECRET_KEY_NOT_FOUND),
+        ({"token": encoded("   ")}, reasons.SECRET_KEY_NOT_FOUND),
+        ({"token": "not base64!"}, reasons.SECRET_KEY_NOT_FOUND),
+    ],
+)
+async def test_secret_problems_have_reasons(data: dict[str, str] | None, reason: reasons.Reason) -> None:
+    secrets = Secrets("team", {} if data is None else {"quay": data})
+    config = OperatorConfig(quay_url="https://quay.example.com")
+    with pytest.raises(CredentialsError) as raised:
+        await resolve_connection(spec(tokenSecretRef={"name": "quay", "key": "token"}), "team", config, secrets)
+    assert raised.value.reason is reason
+
+
+async def test_token_file_is_default(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    config = OperatorConfig(quay_url="https://quay.example.com", token_file=token_file)
+    connection = await resolve_connection(spec(), "team", config, Secrets("team", {}))
+    assert connection.token == "from-file"
+    assert connection.url == "https://quay.example.com"
+
+
+@pytest.mark.parametrize("content", [None, "", "\n"])
+async def test_token_file_problems(tmp_path: Path, content: str | None) -> None:
+    token_file = tmp_path / "token"
+    if content is not None:
+        token_file.write_text(content)
+    config = OperatorConfig(quay_url="https://quay.example.com", token_file=token_file)
+    with pytest.raises(CredentialsError) as raised:
+        await resolve_connection(spec(), "team", config, Secrets("team", {}))
+    assert raised.value.reason is reasons.TOKEN_FILE_UNREADABLE
+
+
+async def test_missing_url_and_token_are_reported() -> None:
+    with pytest.raises(CredentialsError) as raised:
+        await resolve_connection(spec(), "team", OperatorConfig(), Secrets("team", {}))
+    assert raised.value.reason is reasons.MISSING_CONNECTION
+    with pytest.raises(CredentialsError) as raised:
+        await resolve_connection(spec(), "team", OperatorConfig(quay_url="https://q.example"), Secrets("team", {}))
+    assert raised.value.reason is reasons.MISSING_CONNECTION
