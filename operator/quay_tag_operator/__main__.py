@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
 import kopf
+import kubernetes
 
 from quay_tag_operator.config import ENV_PREFIX, ConfigError, OperatorConfig
 
+# Libraries that log every request at INFO or DEBUG; they speak only with --debug.
+NOISY_LOGGERS = ("httpx", "httpcore", "urllib3", "kubernetes", "aiohttp")
+
+# Options that the operator's settings read from QUAY_TAG_OPERATOR_<NAME> as well.
+SETTING_OPTIONS = (
+    "quay_url",
+    "token_file",
+    "ca_bundle",
+    "allowed_hosts",
+    "refresh_interval",
+    "history_limit",
+    "request_timeout",
+)
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    variables = ", ".join(ENV_PREFIX + name.upper() for name in SETTING_OPTIONS)
     parser = argparse.ArgumentParser(
         prog="quay-tag-operator",
         description="Keep Quay image tags at the digests that RepositoryTag resources declare.",
-        epilog=f"Each option may also be given as an environment variable {ENV_PREFIX}<OPTION>, "
-        f"for example {ENV_PREFIX}QUAY_URL. The Kubernetes connection comes from the in-cluster "
-        "service account or from KUBECONFIG.",
+        epilog=f"The options from --quay-url to --request-timeout can also be set as environment variables: "
+        f"{variables}. The Kubernetes connection comes from the in-cluster service account or from KUBECONFIG.",
     )
     parser.add_argument("--quay-url", help="Quay server for resources that do not set spec.connection.url")
     parser.add_argument(
@@ -26,6 +42,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="file with the OAuth access token for resources that do not set spec.connection.tokenSecretRef",
     )
     parser.add_argument("--ca-bundle", help="CA bundle (PEM file) for verifying Quay's TLS certificates")
+    parser.add_argument(
+        "--allowed-hosts",
+        help="comma-separated Quay hosts (host or host:port, * for any) that spec.connection.url may name, "
+        "besides the host of --quay-url",
+    )
+    parser.add_argument(
+        "--refresh-interval", help="default re-read interval, such as 5m; 0 turns periodic checks off (default 5m)"
+    )
     parser.add_argument("--history-limit", type=int, help="history rows kept in status, 1 to 100 (default 20)")
     parser.add_argument("--request-timeout", type=float, help="seconds before a Quay request times out (default 10)")
     scope = parser.add_mutually_exclusive_group()
@@ -34,37 +58,55 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
     parser.add_argument("--liveness", metavar="URL", help="health endpoint, such as http://0.0.0.0:8080/healthz")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log routine passes too")
-    parser.add_argument("--debug", action="store_true", help="log everything, including each Quay request")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log routine passes of each resource too")
+    parser.add_argument("--debug", action="store_true", help="log everything, including each HTTP request")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    options = {
-        "quay_url": args.quay_url,
-        "token_file": args.token_file,
-        "ca_bundle": args.ca_bundle,
-        "history_limit": args.history_limit,
-        "request_timeout": args.request_timeout,
-    }
-    for name, value in options.items():
+    for name in SETTING_OPTIONS:
+        value = getattr(args, name)
         if value is not None:
             os.environ[ENV_PREFIX + name.upper()] = str(value)
     try:
         OperatorConfig.from_env()
     except ConfigError as error:
         sys.exit(f"quay-tag-operator: {error}")
+    check_kubernetes_config()
 
     import quay_tag_operator.handlers  # noqa: F401  (registers the handlers with kopf)
 
-    kopf.configure(verbose=args.verbose, debug=args.debug)
+    configure_logging(verbose=args.verbose, debug=args.debug)
     kopf.run(
         standalone=True,
         namespaces=args.namespace,
         clusterwide=not args.namespace,
         liveness_endpoint=args.liveness,
     )
+
+
+def configure_logging(*, verbose: bool, debug: bool) -> None:
+    """Log each line with the resource it concerns; keep HTTP libraries quiet unless debugging."""
+    kopf.configure(debug=debug, verbose=verbose, log_prefix=True)
+    if debug:
+        return
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def check_kubernetes_config() -> None:
+    """Exit with one line when there is no way to reach Kubernetes, instead of retrying forever."""
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        try:
+            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+        except (kubernetes.config.ConfigException, OSError) as error:
+            sys.exit(
+                f"quay-tag-operator: no Kubernetes configuration ({error}). Set KUBECONFIG, or run the operator "
+                "in a pod with a service account."
+            )
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator
 
-from quay_tag_operator.models import DURATION_PATTERN, URL_PATTERN, parse_duration
+from quay_tag_operator.models import DURATION_PATTERN, PATTERN_RULES, URL_PATTERN, parse_duration
 
 ENV_PREFIX = "QUAY_TAG_OPERATOR_"
 
@@ -34,7 +34,7 @@ class OperatorConfig(BaseModel):
     # It is read on every reconcile, so a rotated token takes effect without a restart.
     token_file: Path | None = None
     # CA bundle for TLS verification of every Quay server; None uses the system store.
-    ca_bundle: Path | None = None
+    ca_bundle: FilePath | None = None
     # Rows of the tag's history kept in status, newest first (Quay's page size is the maximum).
     history_limit: Annotated[int, Field(ge=1, le=100)] = 20
     # Seconds before an HTTP request to Quay times out.
@@ -68,6 +68,9 @@ class OperatorConfig(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as error:
-            first = error.errors()[0]
-            variable = ENV_PREFIX + str(first["loc"][0]).upper()
-            raise ConfigError(f"Invalid {variable}: {first['msg']}") from None
+            first = error.errors(include_url=False)[0]
+            name = str(first["loc"][0])
+            rule = first["msg"]
+            if first["type"] == "string_pattern_mismatch":
+                rule = PATTERN_RULES.get(name, rule)
+            raise ConfigError(f"Invalid {ENV_PREFIX}{name.upper()}: {rule}") from None

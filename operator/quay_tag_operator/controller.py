@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ from quay_tag_operator.claims import Claim, ClaimKey, claim_key, conflicting_win
 from quay_tag_operator.config import OperatorConfig
 from quay_tag_operator.credentials import CredentialsError, SecretReader, resolve_connection
 from quay_tag_operator.decision import Action
-from quay_tag_operator.models import RepositoryTagSpec, parse_duration
+from quay_tag_operator.models import PATTERN_RULES, RepositoryTagSpec, parse_duration
 from quay_tag_operator.quay import errors
 from quay_tag_operator.quay.client import QuayClientPool
 from quay_tag_operator.reconcile import Outcome, failure_outcome, reconcile
@@ -202,7 +203,11 @@ async def _reconcile_body(
     except CredentialsError as error:
         return Outcome(error.reason, error.message), spec
 
-    quay = runtime.quay.client(connection.url, connection.token, verify=connection.verify)
+    try:
+        quay = runtime.quay.client(connection.url, connection.token, verify=connection.verify)
+    except (OSError, ssl.SSLError) as error:
+        message = f"Loading the CA bundle {connection.verify} failed: {error}. Fix the operator's --ca-bundle."
+        return Outcome(reasons.INVALID_CA_BUNDLE, message), spec
     return await reconcile(spec, quay, token_source=connection.token_source), spec
 
 
@@ -228,7 +233,11 @@ async def delete_tag(*, body: kopf.Body, runtime: Runtime, state: TagState, logg
             _leave_tag(body, logger, f"Tag {spec.tag} of {spec.repository} was left in Quay: {error.message}")
             return
 
-        quay = runtime.quay.client(connection.url, connection.token, verify=connection.verify)
+        try:
+            quay = runtime.quay.client(connection.url, connection.token, verify=connection.verify)
+        except (OSError, ssl.SSLError) as error:
+            _leave_tag(body, logger, f"Tag {spec.tag} of {spec.repository} was left in Quay: loading the CA bundle failed: {error}")
+            return
         namespace, name = spec.namespace_and_name
         try:
             history = await quay.list_tag_history(namespace, name, spec.tag, stop_when=lambda rows: True)
@@ -264,8 +273,11 @@ def invalid_spec_message(error: pydantic.ValidationError) -> str:
     """Name each invalid field and the rule it breaks, without echoing the value."""
     problems = []
     for detail in error.errors(include_input=False, include_url=False):
-        location = ".".join(str(part) for part in ("spec", *detail["loc"]))
-        problems.append(f"{location}: {detail['msg']}")
+        field_path = ".".join(str(part) for part in detail["loc"])
+        rule = detail["msg"]
+        if detail["type"] == "string_pattern_mismatch":
+            rule = PATTERN_RULES.get(field_path, rule)
+        problems.append(f"spec.{field_path}: {rule}")
     return "Invalid spec: " + "; ".join(problems) + ". Fix the resource; the operator waits for the change."
 
 

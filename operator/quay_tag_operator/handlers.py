@@ -34,6 +34,7 @@ async def start(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_:
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.posting.reporting_component = "quay-tag-operator"
 
     api_client = _kubernetes_api_client()
     timeout = httpx.Timeout(config.request_timeout, connect=min(5.0, config.request_timeout))

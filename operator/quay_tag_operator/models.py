@@ -31,6 +31,18 @@ DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
 MIN_REFRESH_INTERVAL = 10.0
 MAX_REFRESH_INTERVAL = 7 * 24 * 3600.0
 
+# Plain-language forms of the patterns above, for messages about a value that does not match.
+PATTERN_RULES = {
+    "repository": "must be namespace/name in Quay's rules, such as quayadmin/busybox",
+    "tag": "must be 1 to 128 ASCII letters, digits, _ . or -, not starting with . or -",
+    "manifestDigest": "must be sha256: followed by 64 lower-case hex digits",
+    "connection.url": "must be an http:// or https:// URL, such as https://quay.example.com",
+    "connection.tokenSecretRef.key": "must contain only letters, digits, - _ and .",
+    "refreshInterval": "must be a duration such as 90s, 5m or 1h30m, or 0",
+    "quay_url": "must be an http:// or https:// URL, such as https://quay.example.com",
+    "refresh_interval": "must be a duration such as 90s, 5m or 1h30m, or 0",
+}
+
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 

@@ -53,6 +53,8 @@ RATE_LIMITED = Reason("RateLimited", ready=False, retry=Backoff(5, 300), transie
 QUAY_UNAVAILABLE = Reason("QuayUnavailable", ready=False, retry=_SOON, transient=True)
 INVALID_RESPONSE = Reason("InvalidQuayResponse", ready=False, retry=_SOON, transient=True)
 WRITE_NOT_APPLIED = Reason("WriteNotApplied", ready=False, retry=_SLOW, transient=False)
+INVALID_CA_BUNDLE = Reason("InvalidCABundle", ready=False, retry=_SLOW, transient=False)
+TLS_VERIFICATION_FAILED = Reason("TLSVerificationFailed", ready=False, retry=_SLOW, transient=False)
 CONFLICT = Reason("Conflict", ready=False, retry=Backoff(10, 300), transient=False)
 EXPIRATION_IN_PAST = Reason("ExpirationInPast", ready=False, retry=None, transient=False)
 HOST_NOT_ALLOWED = Reason("HostNotAllowed", ready=False, retry=None, transient=False)
@@ -78,6 +80,8 @@ ALL: tuple[Reason, ...] = (
     QUAY_UNAVAILABLE,
     INVALID_RESPONSE,
     WRITE_NOT_APPLIED,
+    INVALID_CA_BUNDLE,
+    TLS_VERIFICATION_FAILED,
     CONFLICT,
     EXPIRATION_IN_PAST,
     HOST_NOT_ALLOWED,

@@ -192,6 +192,10 @@ _REASON_AND_ADVICE: dict[type[errors.QuayError], tuple[reasons.Reason, str]] = {
     errors.QuayRateLimited: (reasons.RATE_LIMITED, "The operator backs off and retries."),
     errors.QuayServerError: (reasons.QUAY_UNAVAILABLE, "The operator retries with backoff."),
     errors.QuayTransportError: (reasons.QUAY_UNAVAILABLE, "The operator retries with backoff."),
+    errors.QuayTLSError: (
+        reasons.TLS_VERIFICATION_FAILED,
+        "Check the Quay URL's host name and the CA bundle (--ca-bundle) that signs Quay's certificate.",
+    ),
     errors.QuayMalformedResponse: (
         reasons.INVALID_RESPONSE,
         "Check the Quay URL and any proxy in front of Quay; the operator retries with backoff.",

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from quay_tag_testing.controlplane.build import MODULE_DIR, ensure_binaries
+from quay_tag_testing.controlplane.build import MODULE_DIR, ensure_binaries, kubernetes_version
 from quay_tag_testing.controlplane.process import ManagedProcess
 from quay_tag_testing.controlplane.server import ControlPlane
 from quay_tag_testing.quay_double.runner import QuayDouble
@@ -35,6 +35,7 @@ ROLLBACK_RESOURCE = "busybox-test"
 # An older image of busybox in the demo seed, in the history of tag test.
 ROLLBACK_DIGEST = "sha256:28f4f6e6ed2c250a5afdc63773da0bdae4dcfb31e4ada036a3677a5f01e5def7"
 READY_TIMEOUT = 120
+KUBERNETES_VERSION = kubernetes_version((MODULE_DIR / "go.mod").read_text())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,11 +46,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # A shell that starts the demo in the background ignores SIGINT for it, so both are set here.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         run(stay=not args.exit)
     except KeyboardInterrupt:
         say("Stopped.")
+        sys.exit(130)
 
 
 def run(*, stay: bool) -> None:
@@ -87,12 +91,16 @@ def run(*, stay: bool) -> None:
         wait_ready(plane, operator, ROLLBACK_RESOURCE)
         show(plane, "get", "repositorytags")
         show_history(plane, ROLLBACK_RESOURCE)
-        say("The newest row has reversion=true: the operator used Quay's restore, because the digest was in the history.")
+        say(
+            "The rollback added the newest row, with reversion=true: the operator used Quay's restore, "
+            "because the digest was in the tag's history. The first apply was a PUT (reversion=false)."
+        )
 
         if not stay:
             return
         step("Everything keeps running. Try, from another shell:")
         say(f"  export KUBECONFIG={plane.kubeconfig_path}")
+        say(f"  export PATH={binaries.kubectl.parent}:$PATH   # kubectl {KUBERNETES_VERSION}, matching the API server")
         say("  kubectl get repositorytags -o wide")
         say(f"  kubectl describe repositorytag {ROLLBACK_RESOURCE}")
         say(f"  curl -s -H 'Authorization: Bearer {DEMO_TOKEN}' '{quay.url}/api/v1/repository/quayadmin/busybox/tag/'")

@@ -42,3 +42,25 @@ def test_config_reads_prefixed_variables() -> None:
 def test_config_invalid_value_names_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         OperatorConfig.from_env({variable: value})
+
+
+def test_config_missing_ca_bundle_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="QUAY_TAG_OPERATOR_CA_BUNDLE"):
+        OperatorConfig.from_env({"QUAY_TAG_OPERATOR_CA_BUNDLE": str(tmp_path / "missing.pem")})
+
+
+def test_config_pattern_errors_are_plain() -> None:
+    with pytest.raises(ConfigError) as raised:
+        OperatorConfig.from_env({"QUAY_TAG_OPERATOR_QUAY_URL": "quay.example.com"})
+    assert "http:// or https:// URL" in str(raised.value)
+    assert "^" not in str(raised.value)
+
+
+def test_config_allowed_hosts_are_split() -> None:
+    config = OperatorConfig.from_env({"QUAY_TAG_OPERATOR_ALLOWED_HOSTS": " Quay.Example.com, mirror:8443 ,"})
+    assert config.allowed_hosts == ("quay.example.com", "mirror:8443")
+
+
+def test_config_refresh_interval_parses() -> None:
+    assert OperatorConfig.from_env({"QUAY_TAG_OPERATOR_REFRESH_INTERVAL": "90s"}).refresh_seconds == 90.0
+    assert OperatorConfig.from_env({}).refresh_seconds == 300.0

@@ -274,3 +274,18 @@ async def test_pool_reuses_one_client_per_host() -> None:
     assert first._http is not other._http
     await pool.aclose()
     assert first._http.is_closed
+
+
+async def test_certificate_mismatch_is_tls_error() -> None:
+    import ssl
+
+    def reject(request: httpx.Request) -> httpx.Response:
+        try:
+            raise ssl.SSLCertVerificationError(1, "certificate verify failed: Hostname mismatch")
+        except ssl.SSLCertVerificationError as cause:
+            raise httpx.ConnectError("certificate verify failed", request=request) from cause
+
+    with pytest.raises(errors.QuayTLSError) as raised:
+        await client_for(reject).list_tag_history("quayadmin", "busybox", "test")
+    assert not raised.value.temporary
+    assert "certificate verification failed" in raised.value.message

@@ -12,6 +12,7 @@ import datetime
 import email.utils
 import json
 import re
+import ssl
 from typing import ClassVar
 
 import httpx
@@ -55,6 +56,10 @@ class QuayTransportError(QuayError):
     """No HTTP response: connection refused or reset, DNS failure, or a timeout."""
 
     temporary = True
+
+
+class QuayTLSError(QuayError):
+    """Quay's TLS certificate failed verification: a wrong CA bundle, host name or an expired certificate."""
 
 
 class QuayMalformedResponse(QuayError):
@@ -173,11 +178,26 @@ def malformed_response(response: httpx.Response, problem: str) -> QuayMalformedR
     )
 
 
-def transport_error(request: httpx.Request, error: httpx.TransportError) -> QuayTransportError:
+def transport_error(request: httpx.Request, error: httpx.TransportError) -> QuayTransportError | QuayTLSError:
     kind = type(error).__name__
     text = str(error) or kind
-    message = f"{request.method} {_safe_url(request.url)} failed: {kind}: {text}"
-    return QuayTransportError(message, method=request.method, url=_safe_url(request.url))
+    url = _safe_url(request.url)
+    verification = _certificate_error(error)
+    if verification is not None:
+        message = f"{request.method} {url} failed: TLS certificate verification failed: {verification}"
+        return QuayTLSError(message, method=request.method, url=url)
+    message = f"{request.method} {url} failed: {kind}: {text}"
+    return QuayTransportError(message, method=request.method, url=url)
+
+
+def _certificate_error(error: BaseException) -> str | None:
+    # httpx wraps ssl.SSLCertVerificationError in ConnectError; look down the cause chain.
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return str(getattr(current, "verify_message", None) or current)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def parse_retry_after(value: str | None, *, now: datetime.datetime | None = None) -> float | None:
