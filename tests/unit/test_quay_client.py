@@ -289,3 +289,30 @@ async def test_certificate_mismatch_is_tls_error() -> None:
         await client_for(reject).list_tag_history("quayadmin", "busybox", "test")
     assert not raised.value.temporary
     assert "certificate verification failed" in raised.value.message
+
+
+async def test_history_keeps_same_second_rows_within_page() -> None:
+    # Two PUTs of one digest in the same second are two rows, and both stay.
+    rows = [tag_row(1000, DIGEST), tag_row(1000, DIGEST, 1000), tag_row(990, "sha256:" + "b" * 64, 1000)]
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"tags": rows, "page": 1, "has_additional": False})
+
+    history = await client_for(serve).list_tag_history("quayadmin", "busybox", "test")
+    assert len(history.rows) == 3
+
+
+async def test_history_drops_alive_row_ended_before_next_page() -> None:
+    # With a page size of one row: the alive row of page 1 shows up ended on page 2 after a move.
+    pages = {
+        1: [tag_row(1000, DIGEST)],
+        2: [tag_row(1000, DIGEST, 1005)],
+        3: [tag_row(900, "sha256:" + "b" * 64, 1000)],
+    }
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["page"])
+        return httpx.Response(200, json={"tags": pages[page], "page": page, "has_additional": page < 3})
+
+    history = await client_for(serve).list_tag_history("quayadmin", "busybox", "test")
+    assert [row.start_ts for row in history.rows] == [1000, 900]

@@ -90,7 +90,8 @@ class QuayClient:
         """
         path = f"{_repository_path(namespace, repository)}/tag/"
         rows: list[TagRow] = []
-        seen: set[tuple[str, int, str, bool]] = set()
+        # End times seen for each row identity on earlier pages.
+        seen: dict[tuple[str, int, str, bool], set[int | None]] = {}
         for page_number in range(1, MAX_PAGES + 1):
             params = {
                 "specificTag": tag,
@@ -100,11 +101,10 @@ class QuayClient:
             }
             response = await self._request("GET", path, params=params)
             page = _parse(response, TagPage)
-            for row in page.tags:
-                if row.name != tag or row.identity in seen:
-                    continue
-                seen.add(row.identity)
-                rows.append(row)
+            page_rows = [row for row in page.tags if row.name == tag and not _seen_before(row, seen)]
+            for row in page_rows:
+                seen.setdefault(row.identity, set()).add(row.end_ts)
+            rows.extend(page_rows)
 
             if not page.has_additional or not page.tags:
                 return TagHistory(rows=_newest_first(rows), complete=True)
@@ -171,6 +171,14 @@ def _parse(response: httpx.Response, model: type[ModelT]) -> ModelT:
         first = error.errors()[0]
         location = ".".join(str(part) for part in first["loc"]) or "body"
         raise errors.malformed_response(response, f"{location}: {first['msg']}") from error
+
+
+def _seen_before(row: TagRow, seen: dict[tuple[str, int, str, bool], set[int | None]]) -> bool:
+    # Rows within one page are distinct, even two PUTs of one digest in the same second. A row on a
+    # later page repeats an earlier one when the tag moved between reads and pushed rows down: it
+    # has the same end time, or it was the alive row then and has ended since.
+    ends = seen.get(row.identity)
+    return ends is not None and (row.end_ts in ends or None in ends)
 
 
 def _newest_first(rows: list[TagRow]) -> tuple[TagRow, ...]:
