@@ -36,6 +36,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog=f"The options from --quay-url to --request-timeout can also be set as environment variables: "
         f"{variables}. The Kubernetes connection comes from the in-cluster service account or from KUBECONFIG.",
     )
+
     parser.add_argument("--quay-url", help="Quay server for resources that do not set spec.connection.url")
     parser.add_argument(
         "--token-file",
@@ -50,13 +51,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--refresh-interval", help="default re-read interval, such as 5m; 0 turns periodic checks off (default 5m)"
     )
+
     parser.add_argument("--history-limit", type=int, help="history rows kept in status, 1 to 100 (default 20)")
     parser.add_argument("--request-timeout", type=float, help="seconds before a Quay request times out (default 10)")
+
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
         "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable; default: all)"
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
+
     parser.add_argument("--liveness", metavar="URL", help="health endpoint, such as http://0.0.0.0:8080/healthz")
     parser.add_argument("-v", "--verbose", action="store_true", help="log routine passes of each resource too")
     parser.add_argument("--debug", action="store_true", help="log everything, including each HTTP request")

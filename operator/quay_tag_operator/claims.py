@@ -38,7 +38,7 @@ def claim_key(spec: RepositoryTagSpec, config: OperatorConfig) -> ClaimKey | Non
 
 
 def conflicting_winner(own: Claim, claims: Iterable[Claim]) -> Claim | None:
-    """Return the winning claim when it is another resource's and asks for another digest."""
+    """Return the winning claim when it belongs to another resource and requests another digest."""
     winner = min(claims, default=own)
     if winner.uid == own.uid or winner.manifest_digest == own.manifest_digest:
         return None

@@ -3,10 +3,10 @@
 Each resource gets one asyncio task that runs ``run_loop``: a pass, then a wait
 for the next one, so passes of one resource never overlap. The wait is the
 retry delay of a failure's reason, or the refresh interval once the tag is in
-sync, and a new generation of the resource cuts it short. The task is started
-and fed by kopf's event handler rather than a kopf daemon, because kopf puts a
+sync, and a new generation of the resource cuts it short. kopf's event handler
+starts and feeds the task. A kopf daemon would be simpler, but kopf puts a
 finalizer on every resource with a daemon or timer, and only resources with
-deletionPolicy Delete should need the operator to go away.
+deletionPolicy Delete should need the operator in order to be deleted.
 
 A pass validates the spec, checks for a conflicting claim, resolves the
 connection, reconciles with Quay and writes the status once.
@@ -47,7 +47,7 @@ UNEXPECTED_ERROR_DELAY = 30.0
 
 @dataclass
 class Runtime:
-    """What every pass shares, created at operator start-up and kept in kopf's memo."""
+    """Shared state of all passes, created at operator start-up and kept in kopf's memo."""
 
     config: OperatorConfig
     quay: QuayClientPool
@@ -214,9 +214,9 @@ async def _reconcile_body(
 async def delete_tag(*, body: kopf.Body, runtime: Runtime, state: TagState, logger: Logger) -> None:
     """Delete the tag in Quay for a resource with deletionPolicy Delete, if it still points at our digest.
 
-    Anything else (the tag moved, Quay refuses, the spec is invalid) leaves the tag
-    and lets the resource go, with an Event that says why; only temporary Quay
-    failures are retried, through kopf's handler retries.
+    Anything else (the tag moved, Quay rejects the delete, the spec is invalid)
+    leaves the tag and lets the resource go, with an Event that gives the reason.
+    Only temporary Quay failures are retried, through kopf's handler retries.
     """
     try:
         spec = RepositoryTagSpec.model_validate(dict(body.spec))

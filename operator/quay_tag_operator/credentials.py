@@ -37,7 +37,7 @@ class CredentialsError(Exception):
 class Connection:
     url: str
     token: str = field(repr=False)
-    # Where the token came from, for messages; never the token itself.
+    # Description of the token's source for messages, never the token itself.
     token_source: str
     verify: str | bool
 

@@ -1,7 +1,7 @@
 """The pure decision step: what to do to Quay given the desired digest and the tag's history.
 
 No I/O here. The reconcile loop calls ``decide``, performs the write, and calls
-it again with the rejected action added when Quay answers 404, so the rules of
+it again with the rejected action added when Quay returns 404, so the rules of
 which write Quay accepts live in one function:
 
 - PUT accepts only a manifest alive in the repository (tagged, or a child of a
@@ -43,7 +43,7 @@ def decide(
 ) -> Decision:
     """Choose the one write, if any, that brings the tag to ``desired_digest``.
 
-    ``rejected`` holds the writes Quay already answered with 404 in this pass.
+    ``rejected`` contains the writes that Quay already rejected with 404 in this pass.
     """
     alive = history.alive_row(now)
     current = alive.manifest_digest if alive is not None else None

@@ -77,7 +77,7 @@ class RepositoryTagSpec(_CamelModel):
     """Desired state: one tag of one Quay repository and the digest it points at.
 
     Optional fields have no defaults in the CRD: the operator applies them here and
-    never writes them back, so Argo CD sees no difference between Git and the cluster.
+    never writes them back, so Argo CD finds no difference between Git and the cluster.
     """
 
     model_config = ConfigDict(extra="forbid")

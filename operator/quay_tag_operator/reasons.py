@@ -58,7 +58,7 @@ TLS_VERIFICATION_FAILED = Reason("TLSVerificationFailed", ready=False, retry=_SL
 CONFLICT = Reason("Conflict", ready=False, retry=Backoff(10, 300), transient=False)
 EXPIRATION_IN_PAST = Reason("ExpirationInPast", ready=False, retry=None, transient=False)
 HOST_NOT_ALLOWED = Reason("HostNotAllowed", ready=False, retry=None, transient=False)
-# Suspended resources keep reporting what Quay has; Ready tells whether the tag matches.
+# Suspended resources keep reporting what Quay has, and Ready shows whether the tag matches.
 SUSPENDED = Reason("Suspended", ready=True, retry=None, transient=False)
 SUSPENDED_OUT_OF_SYNC = Reason("Suspended", ready=False, retry=None, transient=False)
 

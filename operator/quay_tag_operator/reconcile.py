@@ -1,6 +1,6 @@
 """One reconcile pass against Quay: gather, decide, act, re-read.
 
-This module knows Quay and the decision rules but not kopf or Kubernetes: it
+This module depends on Quay and the decision rules but not on kopf or Kubernetes: it
 returns an ``Outcome`` that the status writer records and the handler turns
 into Events and retries. Quay errors never escape; each becomes an outcome
 whose reason carries its retry policy.
@@ -25,7 +25,7 @@ _MAX_WRITE_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one pass found and did; the input of the status writer."""
+    """Result of one pass (what it found and did), and the input of the status writer."""
 
     reason: reasons.Reason
     message: str
@@ -134,7 +134,7 @@ async def reconcile(
 
 
 async def _read_first_page(quay: QuayClient, spec: RepositoryTagSpec) -> TagHistory:
-    # The first page holds the alive row and every row the status shows.
+    # The first page contains the alive row and every row the status shows.
     namespace, name = spec.namespace_and_name
     return await quay.list_tag_history(namespace, name, spec.tag, stop_when=lambda rows: True)
 
@@ -159,7 +159,7 @@ def failure_outcome(
     token_source: str,
     history: TagHistory | None,
 ) -> Outcome:
-    """Map a Quay error to the reason, message and retry that a person sees."""
+    """Map a Quay error to the Ready reason, message and retry policy that a person reads."""
     reason, advice = _reason_and_advice(error)
     if isinstance(error, errors.QuayNotFound):
         advice = f"Check that repository {spec.repository} exists and that the token can see it."

@@ -132,7 +132,7 @@ def _conditions(
 
 def _confirms_sync(outcome: Outcome, current: Mapping[str, Any], generation: int) -> bool:
     # lastSyncTime marks when the operator last wrote the tag or first saw it in
-    # sync after a change; repeated in-sync passes leave it alone, so they write nothing.
+    # sync after a change. Later in-sync passes leave it alone, so they write nothing.
     if outcome.reason is not reasons.IN_SYNC:
         return False
     if outcome.written is not None or not current.get("lastSyncTime"):

@@ -84,7 +84,7 @@ class QuayClient:
     ) -> TagHistory:
         """Read every history row of one tag, newest first, page by page.
 
-        ``stop_when`` sees the rows read so far after each page; when it returns
+        ``stop_when`` receives the rows read so far after each page. When it returns
         True, reading stops and the history is marked incomplete. Rows that shift
         onto the next page because the tag moved while paging are dropped.
         """
@@ -117,7 +117,7 @@ class QuayClient:
         return TagHistory(rows=_newest_first(rows), complete=False)
 
     async def put_tag(self, namespace: str, repository: str, tag: str, manifest_digest: str) -> None:
-        """Point the tag at a manifest alive in the repository (Quay answers 404 otherwise)."""
+        """Point the tag at a manifest alive in the repository (Quay returns 404 otherwise)."""
         body = {"manifest_digest": manifest_digest}
         await self._request("PUT", _tag_path(namespace, repository, tag), json=body)
 

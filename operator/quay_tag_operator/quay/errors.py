@@ -1,6 +1,6 @@
 """Errors of the Quay client, and the one place that maps HTTP responses to them.
 
-Each class says whether retrying can help (``temporary``) so that callers decide
+Each class states whether retrying can help (``temporary``) so that callers decide
 retry or give up from the class alone. Messages name the method, URL, status,
 Quay's ``error_type`` and a trimmed body; they never contain request headers,
 so the token cannot leak through an exception.
@@ -19,7 +19,7 @@ import httpx
 
 BODY_EXCERPT_CHARS = 300
 
-# Quay's own answer for a write to a repository in READ_ONLY or MIRROR state
+# Quay's own message for a write to a repository in READ_ONLY or MIRROR state
 # (endpoints/api/__init__.py, disallow_for_non_normal_repositories).
 _READ_ONLY_MESSAGE = re.compile(r"read only or mirror mode", re.IGNORECASE)
 
@@ -69,7 +69,7 @@ class QuayMalformedResponse(QuayError):
 
 
 class QuayStatusError(QuayError):
-    """Quay, or a proxy in front of it, answered with an error status."""
+    """Quay, or a proxy in front of it, returned an error status."""
 
 
 class QuayBadRequest(QuayStatusError):
