@@ -204,9 +204,10 @@ async def _reconcile_body(
         return Outcome(error.reason, error.message), spec
 
     try:
-        quay = runtime.quay.client(connection.url, connection.token, verify=connection.verify)
-    except (OSError, ssl.SSLError) as error:
-        message = f"Loading the CA bundle {connection.verify} failed: {error}. Fix the operator's --ca-bundle."
+        quay = runtime.quay.client(connection.url, connection.token, ca_bundle=connection.ca_bundle)
+    except ssl.SSLError as error:
+        source = connection.ca_bundle.source if connection.ca_bundle is not None else "the CA bundle"
+        message = f"Loading {source} failed: {error}. It must contain PEM CA certificates."
         return Outcome(reasons.INVALID_CA_BUNDLE, message), spec
     return await reconcile(spec, quay, token_source=connection.token_source), spec
 
@@ -234,8 +235,8 @@ async def delete_tag(*, body: kopf.Body, runtime: Runtime, state: TagState, logg
             return
 
         try:
-            quay = runtime.quay.client(connection.url, connection.token, verify=connection.verify)
-        except (OSError, ssl.SSLError) as error:
+            quay = runtime.quay.client(connection.url, connection.token, ca_bundle=connection.ca_bundle)
+        except ssl.SSLError as error:
             _leave_tag(body, logger, f"Tag {spec.tag} of {spec.repository} was left in Quay: loading the CA bundle failed: {error}")
             return
         namespace, name = spec.namespace_and_name

@@ -21,7 +21,9 @@ import kubernetes
 
 from quay_tag_operator import reasons
 from quay_tag_operator.config import OperatorConfig
+from quay_tag_operator.models import Connection as ConnectionSpec
 from quay_tag_operator.models import RepositoryTagSpec
+from quay_tag_operator.quay.client import CABundle
 
 
 class CredentialsError(Exception):
@@ -39,7 +41,8 @@ class Connection:
     token: str = field(repr=False)
     # Description of the token's source for messages, never the token itself.
     token_source: str
-    verify: str | bool
+    # None verifies TLS against the system's CAs.
+    ca_bundle: CABundle | None = None
 
 
 class SecretReader(Protocol):
@@ -47,9 +50,13 @@ class SecretReader(Protocol):
         """Return the Secret's base64-encoded data, or None when it does not exist."""
         ...
 
+    async def read_config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """Return the ConfigMap's data, or None when it does not exist."""
+        ...
+
 
 class KubernetesSecretReader:
-    """Reads Secrets through the ``kubernetes`` client, because kopf has no API for them."""
+    """Reads Secrets and ConfigMaps through the ``kubernetes`` client, because kopf has no API for them."""
 
     def __init__(self, api_client: Any) -> None:
         self._core = kubernetes.client.CoreV1Api(api_client)
@@ -66,6 +73,19 @@ class KubernetesSecretReader:
                 f"{error.reason}. Check that the operator may get Secrets in this namespace.",
             ) from None
         return {key: str(value) for key, value in (secret.data or {}).items()}
+
+    async def read_config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        try:
+            config_map = await asyncio.to_thread(self._core.read_namespaced_config_map, name, namespace)
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise CredentialsError(
+                reasons.INVALID_CA_BUNDLE,
+                f'Reading ConfigMap "{name}" in namespace "{namespace}" failed with {error.status} '
+                f"{error.reason}. Check that the operator may get ConfigMaps in this namespace.",
+            ) from None
+        return {key: str(value) for key, value in (config_map.data or {}).items()}
 
 
 async def resolve_connection(
@@ -84,7 +104,7 @@ async def resolve_connection(
         )
 
     check_host_allowed(url, config)
-    verify: str | bool = str(config.ca_bundle) if config.ca_bundle is not None else True
+    ca_bundle = await _resolve_ca_bundle(connection, namespace, config, secrets)
     reference = connection.token_secret_ref if connection is not None else None
     if reference is not None:
         data = await secrets.read(namespace, reference.name)
@@ -102,7 +122,7 @@ async def resolve_connection(
                 f'Secret "{reference.name}" in namespace "{namespace}" has no non-empty key '
                 f'"{reference.key}". Put the OAuth access token under that key.',
             )
-        return Connection(url=url, token=token, token_source=source, verify=verify)
+        return Connection(url=url, token=token, token_source=source, ca_bundle=ca_bundle)
 
     if config.token_file is None:
         raise CredentialsError(
@@ -120,7 +140,37 @@ async def resolve_connection(
         raise CredentialsError(
             reasons.TOKEN_FILE_UNREADABLE, f"The operator's token file {config.token_file} is empty."
         )
-    return Connection(url=url, token=token, token_source="the operator's token file", verify=verify)
+    return Connection(url=url, token=token, token_source="the operator's token file", ca_bundle=ca_bundle)
+
+
+async def _resolve_ca_bundle(
+    connection: ConnectionSpec | None, namespace: str, config: OperatorConfig, readers: SecretReader
+) -> CABundle | None:
+    # The resource's own ConfigMap first, then the operator's file, else the system's CAs.
+    reference = connection.ca_bundle_config_map_ref if connection is not None else None
+    if reference is not None:
+        source = f'ConfigMap "{reference.name}" key "{reference.key}" in namespace "{namespace}"'
+        data = await readers.read_config_map(namespace, reference.name)
+        pem = (data or {}).get(reference.key, "").strip()
+        if not pem:
+            raise CredentialsError(
+                reasons.INVALID_CA_BUNDLE,
+                f"{source} is missing or empty. Put the PEM CA certificates that sign Quay's certificate there.",
+            )
+        return CABundle(pem=pem, source=source)
+
+    if config.ca_bundle is None:
+        return None
+    try:
+        pem = config.ca_bundle.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CredentialsError(
+            reasons.INVALID_CA_BUNDLE,
+            f"Reading the operator's CA bundle {config.ca_bundle} failed: {type(error).__name__}.",
+        ) from None
+    if not pem:
+        raise CredentialsError(reasons.INVALID_CA_BUNDLE, f"The operator's CA bundle {config.ca_bundle} is empty.")
+    return CABundle(pem=pem, source=f"the operator's CA bundle {config.ca_bundle}")
 
 
 def check_host_allowed(url: str, config: OperatorConfig) -> None:

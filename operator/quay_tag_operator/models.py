@@ -38,6 +38,7 @@ PATTERN_RULES = {
     "manifestDigest": "must be sha256: followed by 64 lower-case hex digits",
     "connection.url": "must be an http:// or https:// URL, such as https://quay.example.com",
     "connection.tokenSecretRef.key": "must contain only letters, digits, - _ and .",
+    "connection.caBundleConfigMapRef.key": "must contain only letters, digits, - _ and .",
     "refreshInterval": "must be a duration such as 90s, 5m or 1h30m, or 0",
     "quay_url": "must be an http:// or https:// URL, such as https://quay.example.com",
     "refresh_interval": "must be a duration such as 90s, 5m or 1h30m, or 0",
@@ -64,6 +65,10 @@ class SecretKeyRef(_CamelModel):
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
 
 
+class ConfigMapKeyRef(SecretKeyRef):
+    """Reference to one key of a ConfigMap in the resource's own namespace."""
+
+
 class Connection(_CamelModel):
     """Quay server and credentials of one resource; unset parts use operator defaults."""
 
@@ -71,6 +76,8 @@ class Connection(_CamelModel):
 
     url: Annotated[str | None, Field(default=None, max_length=2048, pattern=URL_PATTERN)]
     token_secret_ref: SecretKeyRef | None = None
+    # PEM CA certificates for Quay's TLS certificate, in place of the operator's CA bundle.
+    ca_bundle_config_map_ref: ConfigMapKeyRef | None = None
 
 
 class RepositoryTagSpec(_CamelModel):

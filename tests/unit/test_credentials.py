@@ -129,3 +129,51 @@ async def test_missing_url_and_token_are_reported() -> None:
     with pytest.raises(CredentialsError) as raised:
         await resolve_connection(spec(), "team", OperatorConfig(quay_url="https://q.example"), Secrets("team", {}))
     assert raised.value.reason is reasons.MISSING_CONNECTION
+
+
+class Readers(Secrets):
+    """Secrets and ConfigMaps of one namespace."""
+
+    def __init__(self, namespace: str, config_maps: dict[str, dict[str, str]]) -> None:
+        super().__init__(namespace, {})
+        self.config_maps = config_maps
+
+    async def read_config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        return self.config_maps.get(name) if namespace == self.namespace else None
+
+
+async def test_ca_bundle_from_config_map(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("t")
+    operator_bundle = tmp_path / "ca.pem"
+    operator_bundle.write_text("OPERATOR PEM")
+    config = OperatorConfig(quay_url="https://quay.example.com", token_file=token_file, ca_bundle=operator_bundle)
+    readers = Readers("team", {"quay-ca": {"ca.crt": "RESOURCE PEM\n"}})
+
+    own = await resolve_connection(spec(caBundleConfigMapRef={"name": "quay-ca", "key": "ca.crt"}), "team", config, readers)
+    assert own.ca_bundle is not None
+    assert own.ca_bundle.pem == "RESOURCE PEM"
+    assert '"quay-ca"' in own.ca_bundle.source
+
+    default = await resolve_connection(spec(), "team", config, readers)
+    assert default.ca_bundle is not None
+    assert default.ca_bundle.pem == "OPERATOR PEM"
+
+
+@pytest.mark.parametrize("config_maps", [{}, {"quay-ca": {}}, {"quay-ca": {"ca.crt": "  "}}])
+async def test_missing_ca_config_map_is_reported(tmp_path: Path, config_maps: dict[str, dict[str, str]]) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("t")
+    config = OperatorConfig(quay_url="https://quay.example.com", token_file=token_file)
+    reference = {"name": "quay-ca", "key": "ca.crt"}
+    with pytest.raises(CredentialsError) as raised:
+        await resolve_connection(spec(caBundleConfigMapRef=reference), "team", config, Readers("team", config_maps))
+    assert raised.value.reason is reasons.INVALID_CA_BUNDLE
+
+
+async def test_system_cas_without_bundle(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("t")
+    config = OperatorConfig(quay_url="https://quay.example.com", token_file=token_file)
+    connection = await resolve_connection(spec(), "team", config, Readers("team", {}))
+    assert connection.ca_bundle is None

@@ -1,15 +1,18 @@
 """Async client of Quay's tag API.
 
 ``QuayClientPool`` keeps one long-lived ``httpx.AsyncClient`` per Quay base URL
-and TLS setting, opened on first use and closed when the operator stops.
+and CA bundle, opened on first use and closed when the operator stops.
 ``QuayClient`` binds one of them to a token; it is cheap, so each reconcile
 makes its own. Every failure leaves this module as a ``QuayError``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import ssl
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -31,8 +34,21 @@ USER_AGENT = "quay-tag-operator"
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
 
+@dataclass(frozen=True)
+class CABundle:
+    """PEM text of the CA certificates that sign a Quay server's certificate."""
+
+    pem: str
+    # Where the bundle came from, for messages.
+    source: str
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.pem.encode()).hexdigest()
+
+
 class QuayClientPool:
-    """Long-lived HTTP clients, one per Quay base URL and TLS verification setting."""
+    """Long-lived HTTP clients, one per Quay base URL and CA bundle."""
 
     def __init__(
         self,
@@ -42,14 +58,21 @@ class QuayClientPool:
     ) -> None:
         self._timeout = timeout
         self._transport = transport
-        self._clients: dict[tuple[str, str | bool], httpx.AsyncClient] = {}
+        self._clients: dict[tuple[str, str], httpx.AsyncClient] = {}
 
-    def client(self, base_url: str, token: str, *, verify: str | bool = True) -> QuayClient:
-        """Return a client for one Quay server; ``verify`` is True, False or a CA bundle path."""
+    def client(self, base_url: str, token: str, *, ca_bundle: CABundle | None = None) -> QuayClient:
+        """Return a client for one Quay server.
+
+        TLS is verified against ``ca_bundle`` when given, else against the system's CAs.
+        Raises ssl.SSLError when the bundle holds no usable certificate.
+        """
         root = base_url.rstrip("/")
-        key = (root, verify)
+        key = (root, ca_bundle.fingerprint if ca_bundle is not None else "")
         http = self._clients.get(key)
         if http is None:
+            verify: ssl.SSLContext | bool = True
+            if ca_bundle is not None:
+                verify = ssl.create_default_context(cadata=ca_bundle.pem)
             http = httpx.AsyncClient(
                 base_url=f"{root}/api/v1/",
                 timeout=self._timeout,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -53,6 +54,7 @@ async def serve_until_stopped(
     port: int,
     stop: asyncio.Event,
     on_started: Callable[[str], None],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve ``app`` on ``host:port`` until ``stop`` is set, then shut down.
 
@@ -63,11 +65,12 @@ async def serve_until_stopped(
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound_port = runner.addresses[0][1]
         url_host = f"[{host}]" if ":" in host else host
-        on_started(f"http://{url_host}:{bound_port}")
+        scheme = "https" if ssl_context is not None else "http"
+        on_started(f"{scheme}://{url_host}:{bound_port}")
         await stop.wait()
     finally:
         await runner.cleanup()
@@ -85,11 +88,20 @@ class QuayDouble:
     from any thread while the server runs.
     """
 
-    def __init__(self, seed: SeedSource | None = None, *, clock: Clock | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        seed: SeedSource | None = None,
+        *,
+        clock: Clock | None = None,
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Prepare a double; with ``ssl_context`` it serves HTTPS with that context's certificate."""
         loaded = load_seed(seed) if seed is not None else Seed()
         self.registry: Registry = build_registry(loaded, clock)
         self.traffic = TrafficControl()
         self._port = port
+        self._ssl_context = ssl_context
         self._url: str | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -233,4 +245,4 @@ class QuayDouble:
             self._started.set()
 
         app = create_app(self.registry, self.traffic)
-        await serve_until_stopped(app, LOOPBACK_HOST, self._port, stop, mark_started)
+        await serve_until_stopped(app, LOOPBACK_HOST, self._port, stop, mark_started, self._ssl_context)
