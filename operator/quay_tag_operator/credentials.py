@@ -13,7 +13,7 @@ import base64
 import binascii
 import ipaddress
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,30 +62,29 @@ class KubernetesSecretReader:
         self._core = kubernetes.client.CoreV1Api(api_client)
 
     async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        try:
-            secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
-        except kubernetes.client.ApiException as error:
-            if error.status == 404:
-                return None
-            raise CredentialsError(
-                reasons.SECRET_NOT_FOUND,
-                f'Reading Secret "{name}" in namespace "{namespace}" failed with {error.status} '
-                f"{error.reason}. Check that the operator may get Secrets in this namespace.",
-            ) from None
-        return {key: str(value) for key, value in (secret.data or {}).items()}
+        return await self._read_data(self._core.read_namespaced_secret, "Secret", reasons.SECRET_NOT_FOUND, namespace, name)
 
     async def read_config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        return await self._read_data(
+            self._core.read_namespaced_config_map, "ConfigMap", reasons.INVALID_CA_BUNDLE, namespace, name
+        )
+
+    @staticmethod
+    async def _read_data(
+        read: Callable[[str, str], Any], kind: str, reason: reasons.Reason, namespace: str, name: str
+    ) -> Mapping[str, str] | None:
+        # The client is synchronous, so it runs in a thread to keep kopf's event loop free.
         try:
-            config_map = await asyncio.to_thread(self._core.read_namespaced_config_map, name, namespace)
+            found = await asyncio.to_thread(read, name, namespace)
         except kubernetes.client.ApiException as error:
             if error.status == 404:
                 return None
             raise CredentialsError(
-                reasons.INVALID_CA_BUNDLE,
-                f'Reading ConfigMap "{name}" in namespace "{namespace}" failed with {error.status} '
-                f"{error.reason}. Check that the operator may get ConfigMaps in this namespace.",
+                reason,
+                f'Reading {kind} "{name}" in namespace "{namespace}" failed with {error.status} '
+                f"{error.reason}. Check that the operator may get {kind}s in this namespace.",
             ) from None
-        return {key: str(value) for key, value in (config_map.data or {}).items()}
+        return {key: str(value) for key, value in (found.data or {}).items()}
 
 
 async def resolve_connection(

@@ -26,16 +26,23 @@ def authority() -> CertificateAuthority:
 
 @pytest.fixture(scope="module")
 def https_quay(authority: CertificateAuthority, tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuayDouble]:
-    folder = tmp_path_factory.mktemp("tls")
-    serving = authority.issue_serving_certificate(dns_names=("localhost",), ip_addresses=("127.0.0.1",))
-    serving.write(folder / "tls.crt", folder / "tls.key")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(folder / "tls.crt", folder / "tls.key")
+    context = server_context(authority, tmp_path_factory.mktemp("tls"), dns_names=("localhost",), addresses=("127.0.0.1",))
     with QuayDouble(SEED, ssl_context=context) as double:
         image = digest("secure")
         double.add_manifest(REPOSITORY, image)
         double.move_tag(REPOSITORY, "latest", image)
         yield double
+
+
+def server_context(
+    authority: CertificateAuthority, folder: Path, *, dns_names: tuple[str, ...], addresses: tuple[str, ...]
+) -> ssl.SSLContext:
+    """Return a server TLS context with a certificate that ``authority`` issued for these names."""
+    serving = authority.issue_serving_certificate(dns_names=dns_names, ip_addresses=addresses)
+    serving.write(folder / "tls.crt", folder / "tls.key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(folder / "tls.crt", folder / "tls.key")
+    return context
 
 
 def ca_config_map(name: str, pem: str) -> dict[str, object]:
@@ -82,10 +89,7 @@ def test_certificate_for_other_host_fails(
     cluster: Cluster, authority: CertificateAuthority, tmp_path: Path
 ) -> None:
     # A certificate for another name, served on 127.0.0.1: a host name mismatch.
-    serving = authority.issue_serving_certificate(dns_names=("quay.other.example",), ip_addresses=())
-    serving.write(tmp_path / "tls.crt", tmp_path / "tls.key")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    context = server_context(authority, tmp_path, dns_names=("quay.other.example",), addresses=())
     with QuayDouble(SEED, ssl_context=context) as double:
         double.add_manifest(REPOSITORY, digest("secure"))
         double.move_tag(REPOSITORY, "latest", digest("secure"))
