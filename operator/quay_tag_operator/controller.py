@@ -3,7 +3,8 @@
 Each resource gets one asyncio task that runs ``run_loop``: a pass, then a wait
 for the next one, so passes of one resource never overlap. The wait is the
 retry delay of a failure's reason, or the refresh interval once the tag is in
-sync, and a new generation of the resource cuts it short. kopf's event handler
+sync. A new generation of the resource, or a new value of its refresh
+annotation, cuts it short. kopf's event handler
 starts and feeds the task. A kopf daemon would be simpler, but kopf puts a
 finalizer on every resource with a daemon or timer, and only resources with
 deletionPolicy Delete should need the operator in order to be deleted.
@@ -41,6 +42,10 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 STATUS_RETRY_DELAY = 5.0
 
 
+# Setting or changing this annotation's value makes the operator re-check the resource now,
+# as in: kubectl annotate repositorytag NAME quaytag.dev/refresh="$(date +%s)" --overwrite
+REFRESH_ANNOTATION = "quaytag.dev/refresh"
+
 # Seconds before a pass that raised an unexpected exception is tried again.
 UNEXPECTED_ERROR_DELAY = 30.0
 
@@ -72,6 +77,7 @@ class TagState:
     # The resource as last seen on the watch; each pass starts from it.
     body: kopf.Body | None = None
     generation: int | None = None
+    refresh_request: str | None = None
     loop: asyncio.Task[None] | None = None
     stopping: bool = False
     # Failed passes in a row; sets the backoff.
@@ -106,8 +112,10 @@ def observe(
 
     state.body = body
     generation = body.metadata.get("generation")
+    refresh_request = body.metadata.annotations.get(REFRESH_ANNOTATION)
     if state.loop is None:
         state.generation = generation
+        state.refresh_request = refresh_request
         loop = asyncio.create_task(
             run_loop(runtime=runtime, state=state, claims=claims, logger=logger),
             name=f"RepositoryTag {body.metadata.namespace}/{body.metadata.name}",
@@ -115,8 +123,9 @@ def observe(
         state.loop = loop
         runtime.loops.add(loop)
         loop.add_done_callback(runtime.loops.discard)
-    elif generation != state.generation:
+    elif generation != state.generation or refresh_request != state.refresh_request:
         state.generation = generation
+        state.refresh_request = refresh_request
         state.wakeup.set()
 
 

@@ -303,3 +303,30 @@ def _wait_gone(cluster: Cluster, name: str, timeout: float = 30.0) -> None:
             return
         assert time.monotonic() < deadline, f"RepositoryTag {name} was not deleted in {timeout}s"
         time.sleep(0.3)
+
+
+def test_refresh_annotation_checks_now(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
+    wanted, intruder = pushed(quay, repository, "wanted"), pushed(quay, repository, "intruder")
+    cluster.apply_tag("on-demand", repository, "on-demand", wanted, refreshInterval="0")
+    cluster.wait_for("on-demand", ready_with("True", "InSync"))
+    quay.move_tag(repository, "on-demand", intruder)
+    time.sleep(REFRESH_SECONDS + 1)
+    assert quay.alive_digest(repository, "on-demand") == intruder
+
+    cluster.plane.kubectl(
+        "annotate", "repositorytag", "on-demand", "-n", cluster.namespace, "quaytag.dev/refresh=1", "--overwrite"
+    )
+    deadline = time.monotonic() + 10
+    while quay.alive_digest(repository, "on-demand") != wanted:
+        assert time.monotonic() < deadline, "the refresh annotation did not trigger a pass"
+        time.sleep(0.1)
+    cluster.wait_for_event("on-demand", "DriftCorrected")
+
+
+def test_kubectl_wait_for_ready(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
+    current = pushed(quay, repository, "current")
+    cluster.apply_tag("waited", repository, "waited", current)
+    result = cluster.plane.kubectl(
+        "wait", "--for=condition=Ready", "repositorytag/waited", "-n", cluster.namespace, "--timeout=30s"
+    )
+    assert "condition met" in result.stdout
