@@ -8,12 +8,12 @@ so two resources never flap one tag.
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from quay_tag_operator.config import OperatorConfig
 from quay_tag_operator.models import RepositoryTagSpec
+from quay_tag_operator.urls import origin
 
 ClaimKey = tuple[str, str, str]
 
@@ -34,7 +34,11 @@ def claim_key(spec: RepositoryTagSpec, config: OperatorConfig) -> ClaimKey | Non
     url = spec.connection.url if spec.connection is not None and spec.connection.url else config.quay_url
     if url is None:
         return None
-    return (_server(url), spec.repository, spec.tag)
+    try:
+        server = str(origin(url))
+    except ValueError:
+        return None
+    return (server, spec.repository, spec.tag)
 
 
 def conflicting_winner(own: Claim, claims: Iterable[Claim]) -> Claim | None:
@@ -43,10 +47,3 @@ def conflicting_winner(own: Claim, claims: Iterable[Claim]) -> Claim | None:
     if winner.uid == own.uid or winner.manifest_digest == own.manifest_digest:
         return None
     return winner
-
-
-def _server(url: str) -> str:
-    # Scheme, host and port identify a Quay server; case and a trailing slash do not.
-    parsed = urllib.parse.urlsplit(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    return f"{(parsed.hostname or '').lower()}:{port}{parsed.path.rstrip('/')}"

@@ -38,8 +38,8 @@ from quay_tag_operator.reconcile import Outcome, failure_outcome, reconcile
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
-# Seconds before a failed status write is tried again.
-STATUS_RETRY_DELAY = 5.0
+# Delay before the pass after a failed status write; the pass runs again in full.
+STATUS_RETRY_BACKOFF = reasons.Backoff(initial=5, maximum=600)
 
 
 # Setting or changing this annotation's value makes the operator re-check the resource now,
@@ -183,8 +183,10 @@ async def run_pass(
             body.metadata.namespace or "", body.metadata.name or "", status.status_patch(current, desired)
         )
     except status.StatusWriteError as error:
-        logger.warning("%s; retrying in %.0f s", error, STATUS_RETRY_DELAY)
-        return STATUS_RETRY_DELAY
+        delay = STATUS_RETRY_BACKOFF.delay(state.attempt)
+        state.attempt += 1
+        logger.warning("%s; the next pass is in %.0f s", error, delay)
+        return delay
 
     _report(body, outcome, spec, state, was_in_sync, logger)
     return _next_delay(outcome, spec, state, runtime.config)
@@ -221,7 +223,14 @@ async def _reconcile_body(
     return await reconcile(spec, quay, token_source=connection.token_source), spec
 
 
-async def delete_tag(*, body: kopf.Body, runtime: Runtime, state: TagState, logger: Logger) -> None:
+async def delete_tag(
+    *,
+    body: kopf.Body,
+    runtime: Runtime,
+    state: TagState,
+    claims: Mapping[ClaimKey, Iterable[Claim]],
+    logger: Logger,
+) -> None:
     """Delete the tag in Quay for a resource with deletionPolicy Delete, if it still points at our digest.
 
     Anything else (the tag moved, Quay rejects the delete, the spec is invalid)
@@ -232,6 +241,18 @@ async def delete_tag(*, body: kopf.Body, runtime: Runtime, state: TagState, logg
         spec = RepositoryTagSpec.model_validate(dict(body.spec))
     except pydantic.ValidationError as error:
         _leave_tag(body, logger, f"The tag was left in Quay because the spec is invalid: {invalid_spec_message(error)}")
+        return
+
+    key = claim_key(spec, runtime.config)
+    others = [claim for claim in claims.get(key, ()) if claim.uid != body.metadata.uid] if key else []
+    if others:
+        holder = min(others)
+        _leave_tag(
+            body,
+            logger,
+            f"Tag {spec.tag} of {spec.repository} was left in Quay because RepositoryTag "
+            f"{holder.namespace}/{holder.name} also declares it.",
+        )
         return
 
     async with state.lock:
@@ -352,7 +373,8 @@ def _report(
 ) -> None:
     # Events and INFO logs mark transitions: a write, or a change of the Ready
     # reason. Passes with the same reason log at DEBUG and post no Event.
-    if outcome.written is not None and spec is not None:
+    # A write that did not take effect is reported by its WriteNotApplied warning alone.
+    if outcome.written is not None and spec is not None and outcome.reason is reasons.IN_SYNC:
         event_reason, message = _write_message(outcome, spec, was_in_sync)
         logger.info(message)
         kopf.info(body, reason=event_reason, message=message)

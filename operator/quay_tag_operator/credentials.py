@@ -12,7 +12,6 @@ import asyncio
 import base64
 import binascii
 import ipaddress
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,6 +23,7 @@ from quay_tag_operator.config import OperatorConfig
 from quay_tag_operator.models import Connection as ConnectionSpec
 from quay_tag_operator.models import RepositoryTagSpec
 from quay_tag_operator.quay.client import CABundle
+from quay_tag_operator.urls import Origin, origin
 
 
 class CredentialsError(Exception):
@@ -45,13 +45,27 @@ class Connection:
     ca_bundle: CABundle | None = None
 
 
+# A Secret must carry this label, set to "true", before the operator sends its value to
+# Quay. Without it, anyone allowed to create a RepositoryTag could have the operator
+# send any Secret of the namespace to a Quay server as a token.
+TOKEN_SECRET_LABEL = "quaytag.dev/token"
+
+
+@dataclass(frozen=True)
+class StoredData:
+    """The data and labels of a Secret (base64-encoded values) or a ConfigMap."""
+
+    data: Mapping[str, str] = field(repr=False)
+    labels: Mapping[str, str]
+
+
 class SecretReader(Protocol):
-    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        """Return the Secret's base64-encoded data, or None when it does not exist."""
+    async def read(self, namespace: str, name: str) -> StoredData | None:
+        """Return the Secret's data and labels, or None when it does not exist."""
         ...
 
-    async def read_config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        """Return the ConfigMap's data, or None when it does not exist."""
+    async def read_config_map(self, namespace: str, name: str) -> StoredData | None:
+        """Return the ConfigMap's data and labels, or None when it does not exist."""
         ...
 
 
@@ -61,10 +75,10 @@ class KubernetesSecretReader:
     def __init__(self, api_client: Any) -> None:
         self._core = kubernetes.client.CoreV1Api(api_client)
 
-    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+    async def read(self, namespace: str, name: str) -> StoredData | None:
         return await self._read_data(self._core.read_namespaced_secret, "Secret", reasons.SECRET_NOT_FOUND, namespace, name)
 
-    async def read_config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
+    async def read_config_map(self, namespace: str, name: str) -> StoredData | None:
         return await self._read_data(
             self._core.read_namespaced_config_map, "ConfigMap", reasons.INVALID_CA_BUNDLE, namespace, name
         )
@@ -72,7 +86,7 @@ class KubernetesSecretReader:
     @staticmethod
     async def _read_data(
         read: Callable[[str, str], Any], kind: str, reason: reasons.Reason, namespace: str, name: str
-    ) -> Mapping[str, str] | None:
+    ) -> StoredData | None:
         # The client is synchronous, so it runs in a thread to keep kopf's event loop free.
         try:
             found = await asyncio.to_thread(read, name, namespace)
@@ -84,7 +98,8 @@ class KubernetesSecretReader:
                 f'Reading {kind} "{name}" in namespace "{namespace}" failed with {error.status} '
                 f"{error.reason}. Check that the operator may get {kind}s in this namespace.",
             ) from None
-        return {key: str(value) for key, value in (found.data or {}).items()}
+        data = {key: str(value) for key, value in (found.data or {}).items()}
+        return StoredData(data=data, labels=dict(found.metadata.labels or {}))
 
 
 async def resolve_connection(
@@ -106,20 +121,26 @@ async def resolve_connection(
     ca_bundle = await _resolve_ca_bundle(connection, namespace, config, secrets)
     reference = connection.token_secret_ref if connection is not None else None
     if reference is not None:
-        data = await secrets.read(namespace, reference.name)
+        secret = await secrets.read(namespace, reference.name)
         source = f'Secret "{reference.name}" key "{reference.key}" in namespace "{namespace}"'
-        if data is None:
+        if secret is None:
             raise CredentialsError(
                 reasons.SECRET_NOT_FOUND,
                 f'Secret "{reference.name}" is not found in namespace "{namespace}". Create it with the '
-                f'OAuth access token under key "{reference.key}".',
+                f'OAuth access token under key "{reference.key}" and the label {TOKEN_SECRET_LABEL}=true.',
             )
-        token = _decode_token(data.get(reference.key))
+        if secret.labels.get(TOKEN_SECRET_LABEL) != "true":
+            raise CredentialsError(
+                reasons.SECRET_NOT_LABELED,
+                f'Secret "{reference.name}" in namespace "{namespace}" lacks the label {TOKEN_SECRET_LABEL}=true, '
+                "so the operator does not send its value to Quay. Label the Secret that holds the token.",
+            )
+        token = _decode_token(secret.data.get(reference.key))
         if token is None:
             raise CredentialsError(
                 reasons.SECRET_KEY_NOT_FOUND,
-                f'Secret "{reference.name}" in namespace "{namespace}" has no non-empty key '
-                f'"{reference.key}". Put the OAuth access token under that key.',
+                f'Secret "{reference.name}" in namespace "{namespace}" has no key "{reference.key}" with a valid '
+                "token. Put the OAuth access token under that key: one line of printable ASCII, no spaces.",
             )
         return Connection(url=url, token=token, token_source=source, ca_bundle=ca_bundle)
 
@@ -135,9 +156,11 @@ async def resolve_connection(
             reasons.TOKEN_FILE_UNREADABLE,
             f"Reading the operator's token file {config.token_file} failed: {type(error).__name__}.",
         ) from None
-    if not token:
+    if not _valid_token(token):
         raise CredentialsError(
-            reasons.TOKEN_FILE_UNREADABLE, f"The operator's token file {config.token_file} is empty."
+            reasons.TOKEN_FILE_UNREADABLE,
+            f"The operator's token file {config.token_file} does not hold one token: it must be one line of "
+            "printable ASCII without spaces.",
         )
     return Connection(url=url, token=token, token_source="the operator's token file", ca_bundle=ca_bundle)
 
@@ -149,8 +172,8 @@ async def _resolve_ca_bundle(
     reference = connection.ca_bundle_config_map_ref if connection is not None else None
     if reference is not None:
         source = f'ConfigMap "{reference.name}" key "{reference.key}" in namespace "{namespace}"'
-        data = await readers.read_config_map(namespace, reference.name)
-        pem = (data or {}).get(reference.key, "").strip()
+        config_map = await readers.read_config_map(namespace, reference.name)
+        pem = config_map.data.get(reference.key, "").strip() if config_map is not None else ""
         if not pem:
             raise CredentialsError(
                 reasons.INVALID_CA_BUNDLE,
@@ -173,35 +196,54 @@ async def _resolve_ca_bundle(
 
 
 def check_host_allowed(url: str, config: OperatorConfig) -> None:
-    """Raise CredentialsError unless the URL's host is the default Quay host or on the allow-list.
+    """Raise CredentialsError unless the URL's origin is the default Quay server's or on the allow-list.
 
-    Link-local addresses (cloud metadata services live there) are refused even when listed,
-    because a namespace user must not point the operator's network access at them.
+    An origin is scheme, host and port, so another port or plain http on the default
+    host is refused too: the operator sends tokens to these servers. Link-local
+    addresses (cloud metadata services live there) are refused even when listed.
     """
-    parsed = urllib.parse.urlsplit(url)
-    host = (parsed.hostname or "").lower()
-    port = parsed.port
     try:
-        address = ipaddress.ip_address(host)
+        target = origin(url)
+    except ValueError as error:
+        raise CredentialsError(reasons.HOST_NOT_ALLOWED, f"{error}.") from None
+    try:
+        address = ipaddress.ip_address(target.host)
     except ValueError:
         address = None
     if address is not None and address.is_link_local:
         raise CredentialsError(
             reasons.HOST_NOT_ALLOWED,
-            f"Quay URL {url} points at a link-local address, which the operator never contacts.",
+            f"Quay URL {target} points at a link-local address, which the operator never contacts.",
         )
 
-    allowed = set(config.allowed_hosts)
-    if config.quay_url is not None:
-        default = urllib.parse.urlsplit(config.quay_url)
-        allowed.add((default.hostname or "").lower())
-    if "*" in allowed or host in allowed or (port is not None and f"{host}:{port}" in allowed):
+    if config.quay_url is not None and origin(config.quay_url) == target:
+        return
+    if any(_allows(entry, target) for entry in config.allowed_hosts):
         return
     raise CredentialsError(
         reasons.HOST_NOT_ALLOWED,
-        f"Quay host {host or url!r} is not on the operator's allow-list. Use the default Quay server, or ask "
-        "the operator's administrator to add the host to --allowed-hosts.",
+        f"Quay server {target} is not on the operator's allow-list. Use the default Quay server, or ask "
+        "the operator's administrator to add it to --allowed-hosts.",
     )
+
+
+def _allows(entry: str, target: Origin) -> bool:
+    # Entries: "*" (any https server), "host" (https on 443), "host:port", "host:*" (https on any
+    # port), and "http://host:port" or "https://host:port" for one exact origin.
+    if entry == "*":
+        return target.scheme == "https"
+    if "://" in entry:
+        try:
+            return origin(entry) == target
+        except ValueError:
+            return False
+    # An IPv6 address needs the URL form, such as https://[fd00::1]:8443.
+    host, separator, port = entry.partition(":")
+    if target.scheme != "https" or host != target.host:
+        return False
+    if not separator:
+        return target.port == 443
+    return port == "*" or port == str(target.port)
 
 
 def _decode_token(encoded: str | None) -> str | None:
@@ -211,4 +253,10 @@ def _decode_token(encoded: str | None) -> str | None:
         token = base64.b64decode(encoded, validate=True).decode("utf-8").strip()
     except (binascii.Error, UnicodeDecodeError):
         return None
-    return token or None
+    return token if _valid_token(token) else None
+
+
+def _valid_token(token: str) -> bool:
+    # An HTTP header carries printable ASCII only; anything else (a second line, a
+    # space, a non-ASCII letter) would end up in an error message with the token in it.
+    return bool(token) and all("!" <= character <= "~" for character in token)

@@ -94,8 +94,14 @@ def _deletion_requested(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletion_requested, retries=30)
-async def delete_tag(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
-    await controller.delete_tag(body=body, runtime=memo.runtime, state=controller.tag_state(memo), logger=logger)
+async def delete_tag(body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+    await controller.delete_tag(
+        body=body,
+        runtime=memo.runtime,
+        state=controller.tag_state(memo),
+        claims=kwargs["tag_claims"],
+        logger=logger,
+    )
 
 
 def _kubernetes_api_client() -> Any:

@@ -25,7 +25,9 @@ KIND = "RepositoryTag"
 REPOSITORY_PATTERN = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*/[a-z0-9][.a-z0-9_-]{0,254}$"
 TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
-URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+URL_PATTERN = r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$"
+# A Kubernetes object name (DNS subdomain, RFC 1123).
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # Go's duration syntax as Kubernetes and Argo CD users write it ("90s", "5m", "1h30m"), or "0".
 DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
 MIN_REFRESH_INTERVAL = 10.0
@@ -36,7 +38,9 @@ PATTERN_RULES = {
     "repository": "must be namespace/name in Quay's rules, such as quayadmin/busybox",
     "tag": "must be 1 to 128 ASCII letters, digits, _ . or -, not starting with . or -",
     "manifestDigest": "must be sha256: followed by 64 lower-case hex digits",
-    "connection.url": "must be an http:// or https:// URL, such as https://quay.example.com",
+    "connection.url": "must be an http:// or https:// URL of a host, such as https://quay.example.com",
+    "connection.tokenSecretRef.name": "must be a Kubernetes object name: lower-case letters, digits, - and .",
+    "connection.caBundleConfigMapRef.name": "must be a Kubernetes object name: lower-case letters, digits, - and .",
     "connection.tokenSecretRef.key": "must contain only letters, digits, - _ and .",
     "connection.caBundleConfigMapRef.key": "must contain only letters, digits, - _ and .",
     "refreshInterval": "must be a duration such as 90s, 5m or 1h30m, or 0",
@@ -61,7 +65,7 @@ class SecretKeyRef(_CamelModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(min_length=1, max_length=253)]
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN)]
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
 
 
@@ -78,6 +82,15 @@ class Connection(_CamelModel):
     token_secret_ref: SecretKeyRef | None = None
     # PEM CA certificates for Quay's TLS certificate, in place of the operator's CA bundle.
     ca_bundle_config_map_ref: ConfigMapKeyRef | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            port = re.match(r"^https?://[^/]*?(?::([0-9]+))?(?:/|$)", value)
+            if port is not None and port.group(1) is not None and not 1 <= int(port.group(1)) <= 65535:
+                raise ValueError("port must be between 1 and 65535")
+        return value
 
 
 class RepositoryTagSpec(_CamelModel):

@@ -39,6 +39,7 @@ IN_SYNC = Reason("InSync", ready=True, retry=None, transient=False)
 INVALID_SPEC = Reason("InvalidSpec", ready=False, retry=None, transient=False)
 MISSING_CONNECTION = Reason("MissingConnection", ready=False, retry=_SLOW, transient=False)
 SECRET_NOT_FOUND = Reason("SecretNotFound", ready=False, retry=_SOON, transient=False)
+SECRET_NOT_LABELED = Reason("SecretNotLabeled", ready=False, retry=_SOON, transient=False)
 SECRET_KEY_NOT_FOUND = Reason("SecretKeyNotFound", ready=False, retry=_SOON, transient=False)
 TOKEN_FILE_UNREADABLE = Reason("TokenFileUnreadable", ready=False, retry=_SLOW, transient=False)
 
@@ -67,6 +68,7 @@ ALL: tuple[Reason, ...] = (
     INVALID_SPEC,
     MISSING_CONNECTION,
     SECRET_NOT_FOUND,
+    SECRET_NOT_LABELED,
     SECRET_KEY_NOT_FOUND,
     TOKEN_FILE_UNREADABLE,
     MANIFEST_NOT_FOUND,

@@ -173,6 +173,8 @@ def test_two_claims_on_one_tag(
     cluster.apply_tag("owner", repository, "shared", first)
     cluster.wait_for("owner", ready_with("True", "InSync"))
 
+    # Creation times have one-second resolution; a tie would be broken by uid, at random.
+    time.sleep(1.1)
     rival_namespace = f"{cluster.namespace}-rival"
     control_plane.kubectl("create", "namespace", rival_namespace)
     rival = Cluster(control_plane, rival_namespace)
@@ -227,7 +229,7 @@ def test_deleted_secret_then_restored(cluster: Cluster, quay: QuayDouble, reposi
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "quay-credentials"},
+        "metadata": {"name": "quay-credentials", "labels": {"quaytag.dev/token": "true"}},
         "data": {"token": base64.b64encode(b"e2e-token").decode()},
     }
     cluster.apply(secret)
@@ -251,7 +253,7 @@ def test_secret_of_other_namespace_is_not_used(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "stolen"},
+            "metadata": {"name": "stolen", "labels": {"quaytag.dev/token": "true"}},
             "data": {"token": base64.b64encode(b"e2e-token").decode()},
         }
     )
@@ -330,3 +332,43 @@ def test_kubectl_wait_for_ready(cluster: Cluster, quay: QuayDouble, repository: 
         "wait", "--for=condition=Ready", "repositorytag/waited", "-n", cluster.namespace, "--timeout=30s"
     )
     assert "condition met" in result.stdout
+
+
+def test_unlabeled_secret_is_not_sent(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
+    current = pushed(quay, repository, "current")
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "database"},
+            "data": {"password": base64.b64encode(b"e2e-token").decode()},
+        }
+    )
+    reference = {"tokenSecretRef": {"name": "database", "key": "password"}}
+    cluster.apply_tag("borrower", repository, "borrower", current, connection=reference)
+    body = cluster.wait_for("borrower", ready_with("False", "SecretNotLabeled"))
+    condition = ready(body)
+    assert condition is not None
+    assert "quaytag.dev/token=true" in condition["message"]
+    assert requests_to(quay, repository) == 0
+
+
+def test_other_port_of_quay_host_is_refused(cluster: Cluster, quay: QuayDouble) -> None:
+    # The default Quay server's host on another port could be any service, so no token goes there.
+    other_port = "http://127.0.0.1:1"
+    cluster.apply_tag("side-door", "quayadmin/busybox", "latest", digest("x"), connection={"url": other_port})
+    cluster.wait_for("side-door", ready_with("False", "HostNotAllowed"))
+
+
+def test_shared_tag_survives_one_deletion(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
+    current = pushed(quay, repository, "current")
+    cluster.apply_tag("first", repository, "shared", current, deletionPolicy="Delete")
+    cluster.apply_tag("second", repository, "shared", current, deletionPolicy="Delete")
+    cluster.wait_for("first", ready_with("True", "InSync"))
+    cluster.wait_for("second", ready_with("True", "InSync"))
+
+    cluster.plane.kubectl("delete", "repositorytag", "first", "-n", cluster.namespace, "--wait=false")
+    event = cluster.wait_for_event("first", "TagLeftInQuay")
+    assert "second" in event["message"]
+    _wait_gone(cluster, "first")
+    assert quay.alive_digest(repository, "shared") == current

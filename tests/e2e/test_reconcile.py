@@ -141,7 +141,7 @@ def test_token_from_secret_is_used(cluster: Cluster, quay: QuayDouble, repositor
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "quay-token"},
+        "metadata": {"name": "quay-token", "labels": {"quaytag.dev/token": "true"}},
         "data": {"token": base64.b64encode(b"reader-token").decode()},
     }
     cluster.apply(secret)

@@ -17,6 +17,8 @@ from .kube import Cluster, digest, ready, ready_with
 pytestmark = pytest.mark.controlplane
 
 REPOSITORY = "quayadmin/secure"
+# The HTTPS doubles listen on random ports of 127.0.0.1.
+OPERATOR_SETTINGS = {"ALLOWED_HOSTS": "127.0.0.1:*"}
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,13 @@ def test_claim_key_normalizes_server() -> None:
     config = OperatorConfig(quay_url="https://Quay.Example.com/")
     default = claim_key(spec(), config)
     explicit = claim_key(spec(url="https://quay.example.com:443"), config)
-    assert default == explicit == ("quay.example.com:443", "quayadmin/busybox", "test")
+    assert default == explicit == ("https://quay.example.com:443", "quayadmin/busybox", "test")
+
+
+def test_claim_key_ignores_path_tricks() -> None:
+    config = OperatorConfig(quay_url="https://quay.example.com")
+    assert claim_key(spec(url="https://quay.example.com/."), config) == claim_key(spec(), config)
+    assert claim_key(spec(url="https://quay.example.com/some/path/"), config) == claim_key(spec(), config)
 
 
 def test_claim_key_differs_by_server() -> None:

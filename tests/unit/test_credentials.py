@@ -8,25 +8,40 @@ import pytest
 
 from quay_tag_operator import reasons
 from quay_tag_operator.config import OperatorConfig
-from quay_tag_operator.credentials import CredentialsError, check_host_allowed, resolve_connection
+from quay_tag_operator.credentials import (
+    TOKEN_SECRET_LABEL,
+    CredentialsError,
+    StoredData,
+    check_host_allowed,
+    resolve_connection,
+)
 from quay_tag_operator.models import RepositoryTagSpec
 
 DIGEST = "sha256:" + "a" * 64
 
 
-class Secrets:
-    """Secrets of one namespace, as the API server would return them."""
+LABELS = {TOKEN_SECRET_LABEL: "true"}
 
-    def __init__(self, namespace: str, secrets: dict[str, dict[str, str]]) -> None:
+
+class Secrets:
+    """Secrets of one namespace, labeled for the operator unless ``labels`` says otherwise."""
+
+    def __init__(
+        self, namespace: str, secrets: dict[str, dict[str, str]], labels: Mapping[str, str] = LABELS
+    ) -> None:
         self.namespace = namespace
         self.secrets = secrets
+        self.labels = labels
         self.reads: list[tuple[str, str]] = []
 
-    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+    async def read(self, namespace: str, name: str) -> StoredData | None:
         self.reads.append((namespace, name))
-        if namespace != self.namespace:
+        if namespace != self.namespace or name not in self.secrets:
             return None
-        return self.secrets.get(name)
+        return StoredData(data=self.secrets[name], labels=self.labels)
+
+    async def read_config_map(self, namespace: str, name: str) -> StoredData | None:
+        return None
 
 
 def encoded(text: str) -> str:
@@ -44,19 +59,30 @@ def spec(**connection: object) -> RepositoryTagSpec:
     ("url", "allowed"),
     [
         ("https://quay.example.com", True),
-        ("https://QUAY.example.com:8443/", True),
+        ("https://QUAY.example.com:443/", True),
+        ("https://quay.example.com:8443", False),
+        ("http://quay.example.com", False),
         ("https://mirror.example.com", True),
+        ("https://mirror.example.com:8443", False),
         ("https://other.example.com:9000", True),
         ("https://other.example.com:9001", False),
+        ("https://any-port.example.com:1234", True),
+        ("http://any-port.example.com:1234", False),
+        ("http://plain.example.com:8080", True),
+        ("http://plain.example.com:8081", False),
         ("https://evil.example.com", False),
         ("http://169.254.169.254/latest", False),
         ("http://[fe80::1]:80", False),
         ("http://127.0.0.1:5000", False),
+        ("https://user:password@quay.example.com", False),
+        ("https://quay.example.com:99999", False),
     ],
 )
 def test_host_allow_list(url: str, allowed: bool) -> None:
     config = OperatorConfig(
-        quay_url="https://quay.example.com", allowed_hosts="mirror.example.com, other.example.com:9000"
+        quay_url="https://quay.example.com",
+        allowed_hosts="mirror.example.com, other.example.com:9000, any-port.example.com:*, "
+        "http://plain.example.com:8080",
     )
     if allowed:
         check_host_allowed(url, config)
@@ -66,11 +92,13 @@ def test_host_allow_list(url: str, allowed: bool) -> None:
         assert raised.value.reason is reasons.HOST_NOT_ALLOWED
 
 
-def test_wildcard_still_refuses_link_local() -> None:
+def test_wildcard_allows_https_only_and_never_link_local() -> None:
     config = OperatorConfig(allowed_hosts="*")
     check_host_allowed("https://anything.example", config)
     with pytest.raises(CredentialsError):
-        check_host_allowed("http://169.254.169.254", config)
+        check_host_allowed("http://anything.example", config)
+    with pytest.raises(CredentialsError):
+        check_host_allowed("https://169.254.169.254", config)
 
 
 async def test_token_read_from_own_namespace(tmp_path: Path) -> None:
@@ -92,6 +120,9 @@ async def test_token_read_from_own_namespace(tmp_path: Path) -> None:
         ({"token": ""}, reasons.SECRET_KEY_NOT_FOUND),
         ({"token": encoded("   ")}, reasons.SECRET_KEY_NOT_FOUND),
         ({"token": "not base64!"}, reasons.SECRET_KEY_NOT_FOUND),
+        ({"token": encoded("first\nsecond")}, reasons.SECRET_KEY_NOT_FOUND),
+        ({"token": encoded("with space")}, reasons.SECRET_KEY_NOT_FOUND),
+        ({"token": encoded("tökén")}, reasons.SECRET_KEY_NOT_FOUND),
     ],
 )
 async def test_secret_problems_have_reasons(data: dict[str, str] | None, reason: reasons.Reason) -> None:
@@ -111,7 +142,16 @@ async def test_token_file_is_default(tmp_path: Path) -> None:
     assert connection.url == "https://quay.example.com"
 
 
-@pytest.mark.parametrize("content", [None, "", "\n"])
+async def test_unlabeled_secret_is_not_used() -> None:
+    secrets = Secrets("team", {"database": {"password": encoded("hunter2")}}, labels={})
+    config = OperatorConfig(quay_url="https://quay.example.com")
+    with pytest.raises(CredentialsError) as raised:
+        await resolve_connection(spec(tokenSecretRef={"name": "database", "key": "password"}), "team", config, secrets)
+    assert raised.value.reason is reasons.SECRET_NOT_LABELED
+    assert "hunter2" not in raised.value.message
+
+
+@pytest.mark.parametrize("content", [None, "", "\n", "old-token\nnew-token\n", "two words"])
 async def test_token_file_problems(tmp_path: Path, content: str | None) -> None:
     token_file = tmp_path / "token"
     if content is not None:
@@ -138,8 +178,10 @@ class Readers(Secrets):
         super().__init__(namespace, {})
         self.config_maps = config_maps
 
-    async def read_config_map(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        return self.config_maps.get(name) if namespace == self.namespace else None
+    async def read_config_map(self, namespace: str, name: str) -> StoredData | None:
+        if namespace != self.namespace or name not in self.config_maps:
+            return None
+        return StoredData(data=self.config_maps[name], labels={})
 
 
 async def test_ca_bundle_from_config_map(tmp_path: Path) -> None:

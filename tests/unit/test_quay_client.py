@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 from collections.abc import Callable
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from quay_tag_operator.quay import errors
-from quay_tag_operator.quay.client import QuayClient, QuayClientPool
+from quay_tag_operator.quay.client import MAX_BODY_BYTES, MAX_CLIENTS, QuayClient, QuayClientPool
 
 TOKEN = "secret-token-value"
 DIGEST = "sha256:" + "a" * 64
@@ -316,3 +317,66 @@ async def test_history_drops_alive_row_ended_before_next_page() -> None:
 
     history = await client_for(serve).list_tag_history("quayadmin", "busybox", "test")
     assert [row.start_ts for row in history.rows] == [1000, 900]
+
+
+async def test_page_full_of_angle_brackets_is_excerpted() -> None:
+    # A tag-stripping pattern with [^>]* takes quadratic time on this body.
+    error = await put_with(httpx.Response(502, text="<" * 400_000))
+    assert error.body_excerpt is not None
+    assert len(error.body_excerpt) <= errors.BODY_EXCERPT_CHARS + 3
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("0", 1.0), ("99999999999999999999", 3600.0), ("30", 30.0)])
+def test_retry_after_is_bounded(value: str, seconds: float) -> None:
+    assert errors.parse_retry_after(value) == seconds
+
+
+async def test_proxy_ignoring_page_is_malformed() -> None:
+    def serve(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"tags": [tag_row(1000, DIGEST)], "page": 1, "has_additional": True})
+
+    with pytest.raises(errors.QuayMalformedResponse) as raised:
+        await client_for(serve).list_tag_history("quayadmin", "busybox", "test")
+    assert "page 2 requested, page 1 returned" in raised.value.message
+
+
+async def test_huge_body_is_cut_off() -> None:
+    huge = b"x" * (MAX_BODY_BYTES + 1)
+    with pytest.raises(errors.QuayMalformedResponse) as raised:
+        await client_for(lambda request: httpx.Response(500, content=huge)).list_tag_history("quayadmin", "b", "t")
+    assert "larger than" in raised.value.message
+
+
+@pytest.mark.parametrize("start", [-1, 10**15])
+async def test_impossible_timestamps_are_malformed(start: int) -> None:
+    row = tag_row(1000, DIGEST)
+    row["start_ts"] = start
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"tags": [row], "page": 1, "has_additional": False})
+
+    with pytest.raises(errors.QuayMalformedResponse):
+        await client_for(serve).list_tag_history("quayadmin", "busybox", "test")
+
+
+async def test_pool_closes_least_recently_used_clients() -> None:
+    pool = QuayClientPool(transport=httpx.MockTransport(lambda request: httpx.Response(204)))
+    first = pool.client("https://quay-0.example.com", "t")
+    for index in range(1, MAX_CLIENTS + 1):
+        pool.client(f"https://quay-{index}.example.com", "t")
+    assert len(pool._clients) == MAX_CLIENTS
+    assert all("quay-0." not in key[0] for key in pool._clients)
+    assert len(pool._closing) == 1
+    await pool.aclose()
+    assert first._http is not None
+
+
+async def test_request_has_total_deadline() -> None:
+    async def trickle(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200)
+
+    pool = QuayClientPool(timeout=httpx.Timeout(0.1), transport=httpx.MockTransport(trickle))
+    with pytest.raises(errors.QuayTransportError) as raised:
+        await pool.client("https://quay.example.com", TOKEN).list_tag_history("quayadmin", "busybox", "test")
+    assert "timed out after" in raised.value.message

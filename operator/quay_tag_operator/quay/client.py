@@ -8,9 +8,11 @@ makes its own. Every failure leaves this module as a ``QuayError``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import ssl
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,6 +31,10 @@ PAGE_SIZE = 100
 # A guard against a server that always reports more pages: 1,000 pages are 100,000 rows.
 MAX_PAGES = 1000
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# A page of 100 rows is about 40 KB; a body far larger than that is not Quay's.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+# Open HTTP clients kept at most; the least recently used one is closed first.
+MAX_CLIENTS = 32
 USER_AGENT = "quay-tag-operator"
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
@@ -57,8 +63,11 @@ class QuayClientPool:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._timeout = timeout
+        # The longest one request may take in total, however its bytes trickle in.
+        self._deadline = 3 * (timeout.read or DEFAULT_TIMEOUT.read or 10.0)
         self._transport = transport
-        self._clients: dict[tuple[str, str], httpx.AsyncClient] = {}
+        self._clients: OrderedDict[tuple[str, str], httpx.AsyncClient] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def client(self, base_url: str, token: str, *, ca_bundle: CABundle | None = None) -> QuayClient:
         """Return a client for one Quay server.
@@ -69,7 +78,9 @@ class QuayClientPool:
         root = base_url.rstrip("/")
         key = (root, ca_bundle.fingerprint if ca_bundle is not None else "")
         http = self._clients.get(key)
-        if http is None:
+        if http is not None:
+            self._clients.move_to_end(key)
+        else:
             verify: ssl.SSLContext | bool = True
             if ca_bundle is not None:
                 verify = ssl.create_default_context(cadata=ca_bundle.pem)
@@ -82,20 +93,36 @@ class QuayClientPool:
                 headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             )
             self._clients[key] = http
-        return QuayClient(http, token)
+            if len(self._clients) > MAX_CLIENTS:
+                _, oldest = self._clients.popitem(last=False)
+                self._close_later(oldest)
+        return QuayClient(http, token, deadline=self._deadline)
 
     async def aclose(self) -> None:
-        clients, self._clients = self._clients, {}
+        clients, self._clients = self._clients, OrderedDict()
         for http in clients.values():
             await http.aclose()
+        for task in list(self._closing):
+            task.cancel()
+
+    def _close_later(self, http: httpx.AsyncClient) -> None:
+        # A pass may still be using the evicted client, so it is closed once any request has ended.
+        async def close() -> None:
+            await asyncio.sleep(self._deadline + 1)
+            await http.aclose()
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
 
 class QuayClient:
     """Tag operations on one Quay server with one OAuth access token."""
 
-    def __init__(self, http: httpx.AsyncClient, token: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, token: str, *, deadline: float = 30.0) -> None:
         self._http = http
         self._token = token
+        self._deadline = deadline
 
     async def list_tag_history(
         self,
@@ -124,6 +151,9 @@ class QuayClient:
             }
             response = await self._request("GET", path, params=params)
             page = _parse(response, TagPage)
+            if page.page != page_number:
+                # A proxy that drops the query string returns page 1 every time; paging would never end.
+                raise errors.malformed_response(response, f"page {page_number} requested, page {page.page} returned")
             page_rows = [row for row in page.tags if row.name == tag and not _seen_before(row, seen)]
             for row in page_rows:
                 seen.setdefault(row.identity, set()).add(row.end_ts)
@@ -177,14 +207,43 @@ class QuayClient:
             headers={"Authorization": f"Bearer {self._token}"},
         )
         try:
-            response = await self._http.send(request)
+            # httpx's timeout applies to each read, so a server that trickles bytes is cut off here.
+            async with asyncio.timeout(self._deadline):
+                response = await self._http.send(request, stream=True)
+                try:
+                    await _read_limited(response)
+                finally:
+                    await response.aclose()
         except httpx.TransportError as error:
             raise errors.transport_error(request, error) from error
+        except TimeoutError:
+            message = f"{method} {request.url} timed out after {self._deadline:.0f} s in total"
+            raise errors.QuayTransportError(message, method=method, url=str(request.url)) from None
+        except _BodyTooLarge:
+            raise errors.malformed_response(response, f"body larger than {MAX_BODY_BYTES} bytes") from None
 
         logger.debug("%s %s -> %d", method, request.url, response.status_code)
         if not response.is_success:
             raise errors.error_for_response(response)
         return response
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_limited(response: httpx.Response) -> None:
+    # Reads the decoded body into the response, as response.aread() does, but stops past
+    # MAX_BODY_BYTES, which also caps a compressed body that expands without end.
+    # NOTE: this sets httpx's private Response._content, as aread() does in httpx 0.28 and 0.29.
+    chunks = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    response._content = b"".join(chunks)
 
 
 def _parse(response: httpx.Response, model: type[ModelT]) -> ModelT:

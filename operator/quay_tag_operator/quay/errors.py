@@ -18,6 +18,13 @@ from typing import ClassVar
 import httpx
 
 BODY_EXCERPT_CHARS = 300
+# Only the start of a body is searched for text, however large the body.
+_EXCERPT_SOURCE_CHARS = 20_000
+_TAG = re.compile(r"<[^<>]*>")
+# Bounds on a Retry-After delay, in seconds: at least 1 so that "0" cannot make a hot
+# loop, at most an hour so that a huge value cannot stop retries for good.
+MIN_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 3600.0
 
 # Quay's own message for a write to a repository in READ_ONLY or MIRROR state
 # (endpoints/api/__init__.py, disallow_for_non_normal_repositories).
@@ -201,29 +208,37 @@ def _certificate_error(error: BaseException) -> str | None:
 
 
 def parse_retry_after(value: str | None, *, now: datetime.datetime | None = None) -> float | None:
-    """Parse a Retry-After header (delay in seconds, or an HTTP date) into seconds from now."""
+    """Parse a Retry-After header (delay in seconds, or an HTTP date) into seconds from now.
+
+    The result is kept between MIN_RETRY_AFTER and MAX_RETRY_AFTER.
+    """
     if value is None:
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        return _bounded(float(value))
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
     current = now or datetime.datetime.now(datetime.UTC)
-    return max(0.0, (moment - current).total_seconds())
+    return _bounded((moment - current).total_seconds())
+
+
+def _bounded(seconds: float) -> float:
+    return min(MAX_RETRY_AFTER, max(MIN_RETRY_AFTER, seconds))
 
 
 def body_excerpt(response: httpx.Response) -> str:
     """Return the start of the body with HTML tags removed and white space folded."""
     try:
-        text = response.text
+        text = response.text[:_EXCERPT_SOURCE_CHARS]
     except (UnicodeDecodeError, LookupError, httpx.ResponseNotRead):
         return ""
-    text = re.sub(r"<[^>]*>", " ", text)
+    # [^<>] keeps the substitution linear: with [^>] a page full of "<" takes quadratic time.
+    text = _TAG.sub(" ", text)
     text = " ".join(text.split())
     if len(text) > BODY_EXCERPT_CHARS:
         text = text[:BODY_EXCERPT_CHARS] + "..."

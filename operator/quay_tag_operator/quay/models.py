@@ -6,7 +6,12 @@ manifest-list children and more), so unknown keys are ignored.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Unix seconds that datetime can convert (years 1970 to 9999); other values are not Quay's.
+Timestamp = Annotated[int, Field(ge=0, le=253_402_300_799)]
 
 
 class TagRow(BaseModel):
@@ -18,8 +23,8 @@ class TagRow(BaseModel):
     reversion: bool = False
     # Epoch seconds. end_ts is absent while the row is alive, in the future when
     # an alive row has a scheduled expiration, and in the past once it ended.
-    start_ts: int
-    end_ts: int | None = None
+    start_ts: Timestamp
+    end_ts: Timestamp | None = None
     manifest_digest: str
     is_manifest_list: bool = False
     size: int | None = None
