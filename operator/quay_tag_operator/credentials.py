@@ -22,7 +22,7 @@ from quay_tag_operator import reasons
 from quay_tag_operator.config import OperatorConfig
 from quay_tag_operator.models import Connection as ConnectionSpec
 from quay_tag_operator.models import RepositoryTagSpec
-from quay_tag_operator.quay.client import CABundle
+from quay_tag_operator.quay.client import CABundle, is_valid_token
 from quay_tag_operator.urls import Origin, origin
 
 
@@ -156,7 +156,7 @@ async def resolve_connection(
             reasons.TOKEN_FILE_UNREADABLE,
             f"Reading the operator's token file {config.token_file} failed: {type(error).__name__}.",
         ) from None
-    if not _valid_token(token):
+    if not is_valid_token(token):
         raise CredentialsError(
             reasons.TOKEN_FILE_UNREADABLE,
             f"The operator's token file {config.token_file} does not hold one token: it must be one line of "
@@ -253,10 +253,5 @@ def _decode_token(encoded: str | None) -> str | None:
         token = base64.b64decode(encoded, validate=True).decode("utf-8").strip()
     except (binascii.Error, UnicodeDecodeError):
         return None
-    return token if _valid_token(token) else None
+    return token if is_valid_token(token) else None
 
-
-def _valid_token(token: str) -> bool:
-    # An HTTP header carries printable ASCII only; anything else (a second line, a
-    # space, a non-ASCII letter) would end up in an error message with the token in it.
-    return bool(token) and all("!" <= character <= "~" for character in token)

@@ -44,9 +44,9 @@ class Outcome:
         """Return seconds until the next attempt, or None when only a change of the resource helps."""
         if self.reason.retry is None:
             return None
-        if self.retry_after is not None:
-            return max(1.0, self.retry_after)
-        return self.reason.retry.delay(attempt)
+        # Retry-After is a minimum: the reason's own backoff still grows with each attempt.
+        backoff = self.reason.retry.delay(attempt)
+        return max(backoff, self.retry_after) if self.retry_after is not None else backoff
 
 
 async def reconcile(

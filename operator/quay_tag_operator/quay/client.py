@@ -199,13 +199,21 @@ class QuayClient:
         params: dict[str, str] | None = None,
         json: dict[str, Any] | None = None,
     ) -> httpx.Response:
-        request = self._http.build_request(
-            method,
-            path,
-            params=params,
-            json=json,
-            headers={"Authorization": f"Bearer {self._token}"},
-        )
+        if not is_valid_token(self._token):
+            message = f"{method} {path} was not sent: the token is not one line of printable ASCII without spaces"
+            raise errors.QuayBadRequest(message, method=method, url=path)
+        try:
+            request = self._http.build_request(
+                method,
+                path,
+                params=params,
+                json=json,
+                headers={"Authorization": f"Bearer {self._token}"},
+            )
+        except (UnicodeError, ValueError):
+            # The message of this error quotes the header, token included, so it is not kept.
+            message = f"{method} {path} was not sent: the token contains characters that an HTTP header cannot carry"
+            raise errors.QuayBadRequest(message, method=method, url=path) from None
         try:
             # httpx's timeout applies to each read, so a server that trickles bytes is cut off here.
             async with asyncio.timeout(self._deadline):
@@ -215,7 +223,7 @@ class QuayClient:
                 finally:
                     await response.aclose()
         except httpx.TransportError as error:
-            raise errors.transport_error(request, error) from error
+            raise self._redacted(errors.transport_error(request, error)) from None
         except TimeoutError:
             message = f"{method} {request.url} timed out after {self._deadline:.0f} s in total"
             raise errors.QuayTransportError(message, method=method, url=str(request.url)) from None
@@ -226,6 +234,15 @@ class QuayClient:
         if not response.is_success:
             raise errors.error_for_response(response)
         return response
+
+
+    def _redacted(self, error: errors.QuayError) -> errors.QuayError:
+        # httpx quotes an invalid header value in its message; the token must never leave in one.
+        for form in {self._token, repr(self._token)[1:-1]}:
+            if form and form in error.message:
+                error.message = error.message.replace(form, "[token]")
+        error.args = (error.message,)
+        return error
 
 
 class _BodyTooLarge(Exception):
@@ -244,6 +261,13 @@ async def _read_limited(response: httpx.Response) -> None:
             raise _BodyTooLarge
         chunks.append(chunk)
     response._content = b"".join(chunks)
+
+
+def is_valid_token(token: str) -> bool:
+    """Return whether an HTTP header can carry the token: printable ASCII, no spaces."""
+    # Anything else (a second line, a space, a non-ASCII letter) fails inside httpx or h11,
+    # whose error messages quote the header, token included.
+    return bool(token) and all("!" <= character <= "~" for character in token)
 
 
 def _parse(response: httpx.Response, model: type[ModelT]) -> ModelT:

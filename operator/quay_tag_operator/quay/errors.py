@@ -193,6 +193,9 @@ def transport_error(request: httpx.Request, error: httpx.TransportError) -> Quay
     if verification is not None:
         message = f"{request.method} {url} failed: TLS certificate verification failed: {verification}"
         return QuayTLSError(message, method=request.method, url=url)
+    if isinstance(error, httpx.LocalProtocolError):
+        # httpx quotes the offending header, which may be the Authorization header.
+        text = "the request could not be encoded (a header value an HTTP request cannot carry)"
     message = f"{request.method} {url} failed: {kind}: {text}"
     return QuayTransportError(message, method=request.method, url=url)
 
