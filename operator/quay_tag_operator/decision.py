@@ -7,7 +7,7 @@ which write Quay accepts live in one function:
 - PUT accepts only a manifest alive in the repository (tagged, or a child of a
   tagged manifest list).
 - Restore accepts any manifest still stored, alive or referenced only by dead rows.
-- A digest in the tag's own history is a rollback, so restore comes first; any
+- A digest in the tag's own history is a rollback, so restore comes first. Any
   other digest is a PUT, and restore is the fallback for a manifest that only
   dead tags reference. When both are rejected, the image is not pushed yet.
 """

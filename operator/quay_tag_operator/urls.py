@@ -20,7 +20,7 @@ def origin(url: str) -> Origin:
     """Return the scheme, lower-case host and port of ``url``; raise ValueError when it has none.
 
     The path is left out: Quay serves its API at /api/v1 of the server's root, so
-    two URLs with one origin reach the same server whatever their paths say.
+    two URLs with one origin reach the same server whatever their paths are.
     """
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:

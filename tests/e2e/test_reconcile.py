@@ -76,7 +76,7 @@ def test_new_tag_is_created(cluster: Cluster, quay: QuayDouble, repository: str)
 
 
 def test_digest_of_deleted_tag_is_restored(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
-    # A manifest that no alive tag references: Quay's PUT answers 404, restore accepts it.
+    # A manifest that no alive tag references: Quay's PUT returns 404, restore accepts it.
     orphan = digest("orphan")
     quay.add_manifest(repository, orphan)
 

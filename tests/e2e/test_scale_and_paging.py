@@ -73,7 +73,11 @@ def test_long_history_moving_while_read(cluster: Cluster, quay: QuayDouble, repo
         quay.add_manifest(repository, manifest)
     # The double's clock stays on wall time, as the operator's does, so many rows share a second.
     for index in range(250):
-        quay.move_tag(repository, "busy", target if index == 100 else (new if index % 2 else old))
+        if index == 100:
+            manifest = target
+        else:
+            manifest = new if index % 2 else old
+        quay.move_tag(repository, "busy", manifest)
     quay.move_tag(repository, "busy", new)  # the same digest as the row before: still two rows
     # The target is on the second page. That read waits 1.5 s, and the tag moves by hand meanwhile.
     quay.add_fault(method="GET", path=f"/repository/{repository}/tag/", delay=0.0, count=1)

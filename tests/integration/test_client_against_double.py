@@ -219,7 +219,7 @@ async def test_reconcile_reports_unpushed_manifest(client: QuayClient, quay: Qua
 
 
 async def test_reconcile_reports_accepted_write_not_applied(client: QuayClient, quay: QuayDouble) -> None:
-    # A proxy that answers the write with success without passing it on.
+    # A proxy that returns success for the write without passing it on.
     quay.add_fault(method="PUT", status=201, body="Updated", content_type="application/json", count=1)
     outcome = await reconcile(spec("web", B), client, token_source="test")
     assert outcome.reason is reasons.WRITE_NOT_APPLIED

@@ -24,7 +24,7 @@ LABELS = {TOKEN_SECRET_LABEL: "true"}
 
 
 class Secrets:
-    """Secrets of one namespace, labeled for the operator unless ``labels`` says otherwise."""
+    """Secrets of one namespace, labeled for the operator unless ``labels`` is given."""
 
     def __init__(
         self, namespace: str, secrets: dict[str, dict[str, str]], labels: Mapping[str, str] = LABELS

@@ -45,7 +45,7 @@ class CABundle:
     """PEM text of the CA certificates that sign a Quay server's certificate."""
 
     pem: str
-    # Where the bundle came from, for messages.
+    # Description of the bundle's source, for messages.
     source: str
 
     @property
@@ -63,7 +63,7 @@ class QuayClientPool:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._timeout = timeout
-        # The longest one request may take in total, however its bytes trickle in.
+        # Maximum total time of one request, however slowly its bytes arrive.
         self._deadline = 3 * (timeout.read or DEFAULT_TIMEOUT.read or 10.0)
         self._transport = transport
         self._clients: OrderedDict[tuple[str, str], httpx.AsyncClient] = OrderedDict()
@@ -73,7 +73,7 @@ class QuayClientPool:
         """Return a client for one Quay server.
 
         TLS is verified against ``ca_bundle`` when given, else against the system's CAs.
-        Raises ssl.SSLError when the bundle holds no usable certificate.
+        Raises ssl.SSLError when the bundle contains no usable certificate.
         """
         root = base_url.rstrip("/")
         key = (root, ca_bundle.fingerprint if ca_bundle is not None else "")

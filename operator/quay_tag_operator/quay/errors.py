@@ -2,8 +2,9 @@
 
 Each class states whether retrying can help (``temporary``) so that callers decide
 retry or give up from the class alone. Messages name the method, URL, status,
-Quay's ``error_type`` and a trimmed body; they never contain request headers,
-so the token cannot leak through an exception.
+Quay's ``error_type`` and a trimmed body, never request headers. The client
+also refuses tokens that httpx could quote in an error, and redacts its token
+from transport errors (tests/unit/test_quay_client.py checks both).
 """
 
 from __future__ import annotations

@@ -1,0 +1,187 @@
+"""Run the operator as the overlays' service account, with only the RBAC that they grant.
+
+Each test installs an overlay's Namespace, ServiceAccount and RBAC into a namespace of
+its own (the overlay's names with a suffix, so the overlays do not share rights), mints a
+token for the service account and runs the operator with a kubeconfig for that token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+
+from quay_tag_testing.controlplane.server import ControlPlane
+from quay_tag_testing.quay_double.runner import QuayDouble
+
+from .conftest import QUAY_NAMESPACE, TOKEN, render
+
+pytestmark = pytest.mark.controlplane
+
+OPERATOR_NAMESPACE = "quay-tag-operator"
+RBAC_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+def relocate(document: dict[str, Any], namespace: str, suffix: str) -> dict[str, Any]:
+    """Move an object of an overlay from the quay-tag-operator namespace into ``namespace``.
+
+    Cluster-scoped names get ``suffix``, so that one test's ClusterRoleBinding grants
+    nothing to another test's service account.
+    """
+    relocated: dict[str, Any] = json.loads(json.dumps(document).replace(f'"{OPERATOR_NAMESPACE}"', f'"{namespace}"'))
+    if relocated["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
+        relocated["metadata"]["name"] += f"-{suffix}"
+    if relocated["kind"] == "ClusterRoleBinding":
+        relocated["roleRef"]["name"] += f"-{suffix}"
+    return relocated
+
+
+def install_identity(plane: ControlPlane, overlay: str, workdir: Path) -> tuple[str, Path]:
+    """Install the overlay's RBAC in a new namespace; return it and a kubeconfig for its service account."""
+    suffix = secrets.token_hex(3)
+    namespace = f"operator-{overlay}-{suffix}"
+    documents = [relocate(document, namespace, suffix) for document in render(plane, overlay)]
+    rbac = [document for document in documents if document["kind"] in RBAC_KINDS]
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
+
+    token = plane.kubectl("create", "token", OPERATOR_NAMESPACE, "-n", namespace, "--duration=1h").stdout.strip()
+    kubeconfig = workdir / f"{overlay}.kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "test", "cluster": {"server": plane.server_url, "certificate-authority": str(plane.ca_path)}}
+                ],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator"}}],
+                "current-context": "operator",
+            }
+        )
+    )
+    kubeconfig.chmod(0o600)
+    return namespace, kubeconfig
+
+
+def operator_args(documents: list[dict[str, Any]], namespace: str) -> list[str]:
+    """Return kopf arguments with the watch scope that the overlay's Deployment passes."""
+    deployment = next(document for document in documents if document["kind"] == "Deployment")
+    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    scope = ["--all-namespaces"]
+    if "-n" in args:
+        assert args[args.index("-n") + 1] == OPERATOR_NAMESPACE
+        scope = ["--namespace", namespace]
+    return ["run", "--standalone", "--verbose", *scope, "-m", "quay_tag_operator.handlers"]
+
+
+def poll(description: str, read: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{description} not reached in {timeout} s; last value: {json.dumps(value, indent=2)}")
+        time.sleep(0.3)
+
+
+def ready_in_sync(body: dict[str, Any]) -> bool:
+    conditions = body.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" and c["reason"] == "InSync" for c in conditions)
+
+
+@pytest.fixture
+def run_as(
+    control_plane: ControlPlane, crd: None, quay: QuayDouble, tmp_path: Path
+) -> Iterator[Callable[[str], tuple[str, KopfRunner]]]:
+    """Start the operator as an overlay's service account; yield a function that takes the overlay."""
+    runners: list[KopfRunner] = []
+    with pytest.MonkeyPatch.context() as patch:
+
+        def start(overlay: str) -> tuple[str, KopfRunner]:
+            namespace, kubeconfig = install_identity(control_plane, overlay, tmp_path)
+            token_file = tmp_path / "token"
+            token_file.write_text(TOKEN + "\n")
+            patch.setenv("KUBECONFIG", str(kubeconfig))
+            # kopf and the operator load the kubeconfig through the kubernetes client, which
+            # read KUBECONFIG once at import.
+            patch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+            patch.setenv("QUAY_TAG_OPERATOR_QUAY_URL", quay.url)
+            patch.setenv("QUAY_TAG_OPERATOR_TOKEN_FILE", str(token_file))
+            runner = KopfRunner(operator_args(render(control_plane, overlay), namespace), timeout=60)
+            runner.__enter__()
+            runners.append(runner)
+            return namespace, runner
+
+        yield start
+        for runner in runners:
+            runner.__exit__(None, None, None)
+    for runner in runners:
+        assert runner.exception is None, runner.output
+        assert runner.exit_code == 0, runner.output
+
+
+def reconcile_one(plane: ControlPlane, quay: QuayDouble, namespace: str) -> dict[str, Any]:
+    """Create a RepositoryTag in ``namespace``, wait until it is in sync and return its TagMoved Event."""
+    repository = f"{QUAY_NAMESPACE}/app-{secrets.token_hex(4)}"
+    digest = "sha256:" + hashlib.sha256(repository.encode()).hexdigest()
+    quay.add_manifest(repository, digest)
+    manifest = {
+        "apiVersion": "quaytag.dev/v1alpha1",
+        "kind": "RepositoryTag",
+        "metadata": {"name": "deployed", "namespace": namespace},
+        "spec": {"repository": repository, "tag": "prod", "manifestDigest": digest},
+    }
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+
+    def read() -> dict[str, Any]:
+        output = plane.kubectl("get", "repositorytag", "deployed", "-n", namespace, "-o", "json").stdout
+        result: dict[str, Any] = json.loads(output)
+        return result
+
+    poll("Ready=True InSync", read, ready_in_sync)
+    assert quay.alive_digest(repository, "prod") == digest
+
+    def events() -> list[dict[str, Any]]:
+        output = plane.kubectl(
+            "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=deployed", "-o", "json"
+        ).stdout
+        items: list[dict[str, Any]] = json.loads(output)["items"]
+        return items
+
+    found = poll("a TagMoved Event", events, lambda items: any(item["reason"] == "TagMoved" for item in items))
+    return next(item for item in found if item["reason"] == "TagMoved")
+
+
+def test_cluster_wide_reconciles_other_namespace(
+    control_plane: ControlPlane, quay: QuayDouble, namespace: str, run_as: Callable[[str], tuple[str, KopfRunner]]
+) -> None:
+    operator_namespace, runner = run_as("cluster-wide")
+    assert namespace != operator_namespace
+
+    event = reconcile_one(control_plane, quay, namespace)
+
+    assert event["source"]["component"] == "quay-tag-operator"
+    assert "Forbidden" not in runner.output
+    assert "permission" not in runner.output.lower()
+
+
+def test_namespaced_reconciles_own_namespace(
+    control_plane: ControlPlane, quay: QuayDouble, run_as: Callable[[str], tuple[str, KopfRunner]]
+) -> None:
+    operator_namespace, runner = run_as("namespaced")
+
+    event = reconcile_one(control_plane, quay, operator_namespace)
+
+    assert event["source"]["component"] == "quay-tag-operator"
+    assert "Forbidden" not in runner.output
