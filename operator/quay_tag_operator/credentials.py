@@ -14,6 +14,7 @@ import binascii
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import kubernetes
@@ -149,13 +150,7 @@ async def resolve_connection(
             reasons.MISSING_CONNECTION,
             "No Quay token: set spec.connection.tokenSecretRef, or start the operator with --token-file.",
         )
-    try:
-        token = config.token_file.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        raise CredentialsError(
-            reasons.TOKEN_FILE_UNREADABLE,
-            f"Reading the operator's token file {config.token_file} failed: {type(error).__name__}.",
-        ) from None
+    token = _read_operator_file(config.token_file, reasons.TOKEN_FILE_UNREADABLE, "token file")
     if not is_valid_token(token):
         raise CredentialsError(
             reasons.TOKEN_FILE_UNREADABLE,
@@ -183,13 +178,7 @@ async def _resolve_ca_bundle(
 
     if config.ca_bundle is None:
         return None
-    try:
-        pem = config.ca_bundle.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        raise CredentialsError(
-            reasons.INVALID_CA_BUNDLE,
-            f"Reading the operator's CA bundle {config.ca_bundle} failed: {type(error).__name__}.",
-        ) from None
+    pem = _read_operator_file(config.ca_bundle, reasons.INVALID_CA_BUNDLE, "CA bundle")
     if not pem:
         raise CredentialsError(reasons.INVALID_CA_BUNDLE, f"The operator's CA bundle {config.ca_bundle} is empty.")
     return CABundle(pem=pem, source=f"the operator's CA bundle {config.ca_bundle}")
@@ -244,6 +233,17 @@ def _allows(entry: str, target: Origin) -> bool:
     if not separator:
         return target.port == 443
     return port == "*" or port == str(target.port)
+
+
+def _read_operator_file(path: Path, reason: reasons.Reason, description: str) -> str:
+    # Read on every pass, so that a rotated file takes effect without a restart. The error
+    # names only its type: the text of a decoding error could quote the file's content.
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CredentialsError(
+            reason, f"Reading the operator's {description} {path} failed: {type(error).__name__}."
+        ) from None
 
 
 def _decode_token(encoded: str | None) -> str | None:
