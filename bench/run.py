@@ -1,0 +1,227 @@
+"""Benchmark: many RepositoryTags against the Quay test double, next to a sequential script.
+
+Run from the repository root inside the virtualenv:
+
+    .venv/bin/python bench/run.py [--resources 1000] [--repositories 10] [--latency 0.02]
+
+It starts a local control plane, the Quay test double with the given latency per
+request, and the operator as a separate process, then prints each figure:
+time to Ready for all new resources, Quay requests per new resource, one idle
+refresh cycle (Quay requests, Quay writes, Kubernetes writes), drift correction,
+the operator's peak RSS and CPU, and a plain sequential script doing the same
+work with one HTTP client. Nothing here is a test; it only measures and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from quay_tag_testing.controlplane.build import ensure_binaries
+from quay_tag_testing.controlplane.process import ManagedProcess
+from quay_tag_testing.controlplane.server import ControlPlane
+from quay_tag_testing.quay_double.runner import QuayDouble
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token"
+NAMESPACE = "bench"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--resources", type=int, default=1000, help="RepositoryTags to create (default 1000)")
+    parser.add_argument("--repositories", type=int, default=10, help="Quay repositories they spread over (default 10)")
+    parser.add_argument("--latency", type=float, default=0.02, help="seconds the double adds to each request")
+    parser.add_argument("--refresh", type=float, default=30.0, help="refresh interval of the operator, in seconds")
+    parser.add_argument("--drift", type=int, default=50, help="tags to move by hand for the drift figure")
+    return parser.parse_args()
+
+
+def digest(label: str) -> str:
+    return "sha256:" + hashlib.sha256(label.encode()).hexdigest()
+
+
+def seed(repositories: int) -> dict[str, Any]:
+    return {
+        "namespaces": [{"name": "bench"}],
+        "users": [{"name": "bench"}],
+        "tokens": [{"token": TOKEN, "user": "bench", "scopes": ["repo:read", "repo:write"]}],
+        "repositories": [
+            {
+                "name": f"bench/repo-{index}",
+                "manifests": [{"digest": digest(f"old-{index}")}, {"digest": digest(f"new-{index}")}],
+                "tags": [
+                    {"name": "old", "digest": digest(f"old-{index}")},
+                    {"name": "new", "digest": digest(f"new-{index}")},
+                ],
+            }
+            for index in range(repositories)
+        ],
+    }
+
+
+def resource(index: int, repositories: int) -> dict[str, Any]:
+    repository = index % repositories
+    return {
+        "apiVersion": "quaytag.dev/v1alpha1",
+        "kind": "RepositoryTag",
+        "metadata": {"name": f"tag-{index}", "namespace": NAMESPACE},
+        "spec": {"repository": f"bench/repo-{repository}", "tag": f"t{index}", "manifestDigest": digest(f"new-{repository}")},
+    }
+
+
+def list_resources(plane: ControlPlane) -> list[dict[str, Any]]:
+    output = plane.kubectl("get", "repositorytags", "-n", NAMESPACE, "-o", "json", timeout=120).stdout
+    items: list[dict[str, Any]] = json.loads(output)["items"]
+    return items
+
+
+def ready_count(plane: ControlPlane) -> int:
+    count = 0
+    for item in list_resources(plane):
+        for condition in item.get("status", {}).get("conditions", []):
+            if condition["type"] == "Ready" and condition["status"] == "True":
+                count += 1
+    return count
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.5) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"timed out after {timeout} s")
+        time.sleep(interval)
+    return time.monotonic() - started
+
+
+def process_figures(pid: int) -> tuple[int, float]:
+    """Return the process's peak RSS in bytes and its CPU seconds so far."""
+    peak = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) * 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    return peak, cpu
+
+
+def sequential_script(url: str, targets: list[tuple[str, str, str]]) -> float:
+    """Bring each tag to its digest as a CI job would: read, then PUT when different. Return seconds."""
+    started = time.monotonic()
+    with httpx.Client(base_url=f"{url}/api/v1/", headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        for repository, tag, wanted in targets:
+            page = client.get(f"repository/{repository}/tag/", params={"specificTag": tag, "onlyActiveTags": "true"})
+            rows = page.json()["tags"]
+            if not rows or rows[0]["manifest_digest"] != wanted:
+                client.put(f"repository/{repository}/tag/{tag}", json={"manifest_digest": wanted})
+    return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def operator_process(plane: ControlPlane, quay_url: str, refresh: float) -> Iterator[ManagedProcess]:
+    token_file = plane.workdir / "token"
+    token_file.write_text(TOKEN)
+    os.environ["KUBECONFIG"] = str(plane.kubeconfig_path)
+    command = [
+        sys.executable, "-m", "quay_tag_operator", "--quay-url", quay_url, "--token-file", str(token_file),
+        "--refresh-interval", f"{refresh:g}s", "--history-limit", "5",
+    ]
+    operator = ManagedProcess("operator", command, plane.workdir / "operator.log")
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop(10)
+
+
+def report(name: str, value: str, note: str = "") -> None:
+    print(f"{name:<48} {value:>14}  {note}", flush=True)
+
+
+def main() -> None:
+    args = parse_args()
+    count, repositories = args.resources, args.repositories
+    print(f"{count} resources over {repositories} repositories, {args.latency * 1000:.0f} ms per Quay request")
+
+    with ControlPlane(ensure_binaries()) as plane, QuayDouble(seed(repositories)) as quay:
+        plane.kubectl("apply", "-f", str(ROOT / "crds"))
+        plane.kubectl("wait", "--for=condition=Established", "crd/repositorytags.quaytag.dev", "--timeout=60s")
+        plane.kubectl("create", "namespace", NAMESPACE)
+        quay.set_latency(args.latency)
+
+        # The sequential script first, on tags of its own, against the same double.
+        script_targets = [
+            (f"bench/repo-{index % repositories}", f"s{index}", digest(f"new-{index % repositories}"))
+            for index in range(count)
+        ]
+        script_seconds = sequential_script(quay.url, script_targets)
+        report("sequential script: all tags moved", f"{script_seconds:.1f} s", f"{count / script_seconds:.1f}/s")
+
+        with operator_process(plane, quay.url, args.refresh) as operator:
+            time.sleep(3)  # the operator's start-up
+            quay.reset_requests()
+            manifests = yaml.safe_dump_all([resource(index, repositories) for index in range(count)])
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
+                file.write(manifests)
+                file.flush()
+                started = time.monotonic()
+                plane.kubectl("apply", "--server-side", "-f", file.name, timeout=600)
+                wait_until(lambda: ready_count(plane) == count, timeout=600, interval=1)
+            converge = time.monotonic() - started
+            counts = quay.request_counts()
+            reads = counts.get("GET", 0)
+            writes = sum(value for method, value in counts.items() if method != "GET")
+            report("operator: all Ready after apply", f"{converge:.1f} s", f"{count / converge:.1f}/s")
+            report("operator vs sequential script", f"{script_seconds / converge:.1f}x faster")
+            report("Quay requests per new resource", f"{(reads + writes) / count:.2f}", f"{reads / count:.2f} reads, {writes / count:.2f} writes")
+
+            # One idle refresh cycle.
+            versions = {item["metadata"]["name"]: item["metadata"]["resourceVersion"] for item in list_resources(plane)}
+            _, cpu_before = process_figures(operator.pid or 0)
+            quay.reset_requests()
+            time.sleep(args.refresh + 2)
+            counts = quay.request_counts()
+            _, cpu_after = process_figures(operator.pid or 0)
+            changed = sum(
+                1 for item in list_resources(plane) if versions.get(item["metadata"]["name"]) != item["metadata"]["resourceVersion"]
+            )
+            idle_writes = sum(value for method, value in counts.items() if method != "GET")
+            report("idle refresh cycle: Quay requests", str(sum(counts.values())), f"{counts.get('GET', 0)} reads")
+            report("idle refresh cycle: Quay writes", str(idle_writes))
+            report("idle refresh cycle: resources written", str(changed))
+            cycle_cpu = cpu_after - cpu_before
+            report("operator CPU over the idle cycle", f"{cycle_cpu:.1f} s", f"{100 * cycle_cpu / (args.refresh + 2):.1f}% of a core")
+
+            # Drift: tags moved by hand.
+            moved = [index for index in range(0, count, max(1, count // args.drift))][: args.drift]
+            for index in moved:
+                quay.move_tag(f"bench/repo-{index % repositories}", f"t{index}", digest(f"old-{index % repositories}"))
+            started = time.monotonic()
+            wait_until(
+                lambda: all(
+                    quay.alive_digest(f"bench/repo-{index % repositories}", f"t{index}") == digest(f"new-{index % repositories}")
+                    for index in moved
+                ),
+                timeout=args.refresh * 3,
+            )
+            report(f"drift: {len(moved)} tags moved back", f"{time.monotonic() - started:.1f} s", f"refresh interval {args.refresh:g} s")
+
+            peak, _ = process_figures(operator.pid or 0)
+            report("operator peak RSS", f"{peak / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
