@@ -1,12 +1,13 @@
 """Run the operator as the overlays' service account, with only the RBAC that they grant.
 
-Each test installs an overlay's Namespace, ServiceAccount and RBAC into a namespace of
-its own (the overlay's names with a suffix, so the overlays do not share rights), mints a
-token for the service account and runs the operator with a kubeconfig for that token.
+Each test installs an overlay's Namespace, ServiceAccount and RBAC into a namespace of its
+own. Cluster-scoped names get a suffix, so the two overlays never share rights. The test then
+mints a token for the service account and runs the operator with a kubeconfig for that token.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -37,16 +38,23 @@ def relocate(document: dict[str, Any], namespace: str, suffix: str) -> dict[str,
     Cluster-scoped names get ``suffix``, so that one test's ClusterRoleBinding grants
     nothing to another test's service account.
     """
-    relocated: dict[str, Any] = json.loads(json.dumps(document).replace(f'"{OPERATOR_NAMESPACE}"', f'"{namespace}"'))
+    relocated: dict[str, Any] = json.loads(json.dumps(document))
+    metadata = relocated["metadata"]
+    if relocated["kind"] == "Namespace":
+        metadata["name"] = namespace
+    if "namespace" in metadata:
+        metadata["namespace"] = namespace
+    for subject in relocated.get("subjects", []):
+        subject["namespace"] = namespace
     if relocated["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
-        relocated["metadata"]["name"] += f"-{suffix}"
+        metadata["name"] += f"-{suffix}"
     if relocated["kind"] == "ClusterRoleBinding":
         relocated["roleRef"]["name"] += f"-{suffix}"
     return relocated
 
 
 def install_identity(plane: ControlPlane, overlay: str, workdir: Path) -> tuple[str, Path]:
-    """Install the overlay's RBAC in a new namespace; return it and a kubeconfig for its service account."""
+    """Install the overlay's RBAC in a new namespace, and return that namespace and a kubeconfig for its service account."""
     suffix = secrets.token_hex(3)
     namespace = f"operator-{overlay}-{suffix}"
     documents = [relocate(document, namespace, suffix) for document in render(plane, overlay)]
@@ -100,42 +108,35 @@ def ready_in_sync(body: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" and c["reason"] == "InSync" for c in conditions)
 
 
-@pytest.fixture
-def run_as(
-    control_plane: ControlPlane, crd: None, quay: QuayDouble, tmp_path: Path
-) -> Iterator[Callable[[str], tuple[str, KopfRunner]]]:
-    """Start the operator as an overlay's service account; yield a function that takes the overlay."""
-    runners: list[KopfRunner] = []
+@contextlib.contextmanager
+def operator_as(plane: ControlPlane, quay: QuayDouble, overlay: str, workdir: Path) -> Iterator[tuple[str, KopfRunner]]:
+    """Run the operator as an overlay's service account, and yield its namespace and the runner.
+
+    The runner's output can be read only after the block ends, when the operator has stopped.
+    """
+    namespace, kubeconfig = install_identity(plane, overlay, workdir)
+    token_file = workdir / "token"
+    token_file.write_text(TOKEN + "\n")
     with pytest.MonkeyPatch.context() as patch:
-
-        def start(overlay: str) -> tuple[str, KopfRunner]:
-            namespace, kubeconfig = install_identity(control_plane, overlay, tmp_path)
-            token_file = tmp_path / "token"
-            token_file.write_text(TOKEN + "\n")
-            patch.setenv("KUBECONFIG", str(kubeconfig))
-            # kopf and the operator load the kubeconfig through the kubernetes client, which
-            # read KUBECONFIG once at import.
-            patch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
-            patch.setenv("QUAY_TAG_OPERATOR_QUAY_URL", quay.url)
-            patch.setenv("QUAY_TAG_OPERATOR_TOKEN_FILE", str(token_file))
-            runner = KopfRunner(operator_args(render(control_plane, overlay), namespace), timeout=60)
-            runner.__enter__()
-            runners.append(runner)
-            return namespace, runner
-
-        yield start
-        for runner in runners:
-            runner.__exit__(None, None, None)
-    for runner in runners:
-        assert runner.exception is None, runner.output
-        assert runner.exit_code == 0, runner.output
+        patch.setenv("KUBECONFIG", str(kubeconfig))
+        # kopf and the operator load the kubeconfig through the kubernetes client, which
+        # reads KUBECONFIG only once, at import.
+        patch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+        patch.setenv("QUAY_TAG_OPERATOR_QUAY_URL", quay.url)
+        patch.setenv("QUAY_TAG_OPERATOR_TOKEN_FILE", str(token_file))
+        with KopfRunner(operator_args(render(plane, overlay), namespace), timeout=60) as runner:
+            yield namespace, runner
+    assert runner.exception is None, runner.output
+    assert runner.exit_code == 0, runner.output
 
 
 def reconcile_one(plane: ControlPlane, quay: QuayDouble, namespace: str) -> dict[str, Any]:
     """Create a RepositoryTag in ``namespace``, wait until it is in sync and return its TagMoved Event."""
     repository = f"{QUAY_NAMESPACE}/app-{secrets.token_hex(4)}"
     digest = "sha256:" + hashlib.sha256(repository.encode()).hexdigest()
+    # The image is pushed: its manifest is alive under another tag, so the operator moves the tag.
     quay.add_manifest(repository, digest)
+    quay.move_tag(repository, "build", digest)
     manifest = {
         "apiVersion": "quaytag.dev/v1alpha1",
         "kind": "RepositoryTag",
@@ -164,24 +165,24 @@ def reconcile_one(plane: ControlPlane, quay: QuayDouble, namespace: str) -> dict
 
 
 def test_cluster_wide_reconciles_other_namespace(
-    control_plane: ControlPlane, quay: QuayDouble, namespace: str, run_as: Callable[[str], tuple[str, KopfRunner]]
+    control_plane: ControlPlane, crd: None, quay: QuayDouble, namespace: str, tmp_path: Path
 ) -> None:
-    operator_namespace, runner = run_as("cluster-wide")
-    assert namespace != operator_namespace
-
-    event = reconcile_one(control_plane, quay, namespace)
+    with operator_as(control_plane, quay, "cluster-wide", tmp_path) as (operator_namespace, runner):
+        assert namespace != operator_namespace
+        event = reconcile_one(control_plane, quay, namespace)
 
     assert event["source"]["component"] == "quay-tag-operator"
+    assert "Moved tag prod" in runner.output
     assert "Forbidden" not in runner.output
-    assert "permission" not in runner.output.lower()
+    assert "Not enough permissions" not in runner.output
 
 
 def test_namespaced_reconciles_own_namespace(
-    control_plane: ControlPlane, quay: QuayDouble, run_as: Callable[[str], tuple[str, KopfRunner]]
+    control_plane: ControlPlane, crd: None, quay: QuayDouble, tmp_path: Path
 ) -> None:
-    operator_namespace, runner = run_as("namespaced")
-
-    event = reconcile_one(control_plane, quay, operator_namespace)
+    with operator_as(control_plane, quay, "namespaced", tmp_path) as (operator_namespace, runner):
+        event = reconcile_one(control_plane, quay, operator_namespace)
 
     assert event["source"]["component"] == "quay-tag-operator"
+    assert "Moved tag prod" in runner.output
     assert "Forbidden" not in runner.output
