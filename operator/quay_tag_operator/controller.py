@@ -1,4 +1,4 @@
-"""The life of one RepositoryTag in the operator: a loop of passes, and deletion.
+"""The life of one RepositoryTag in the operator: a loop of passes.
 
 Each resource gets one asyncio task that runs ``run_loop``: a pass, then a wait
 for the next one, so passes of one resource never overlap. The wait is the
@@ -26,15 +26,13 @@ from typing import Any
 import kopf
 import pydantic
 
-from quay_tag_operator import reasons, status
+from quay_tag_operator import reasons, reporting, status
 from quay_tag_operator.claims import Claim, ClaimKey, claim_key, conflicting_winner
 from quay_tag_operator.config import OperatorConfig
 from quay_tag_operator.credentials import CredentialsError, SecretReader, resolve_connection
-from quay_tag_operator.decision import Action
 from quay_tag_operator.models import PATTERN_RULES, RepositoryTagSpec, parse_duration
-from quay_tag_operator.quay import errors
 from quay_tag_operator.quay.client import QuayClientPool
-from quay_tag_operator.reconcile import Outcome, failure_outcome, reconcile
+from quay_tag_operator.reconcile import Outcome, reconcile
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -188,7 +186,9 @@ async def run_pass(
         logger.warning("%s; the next pass is in %.0f s", error, delay)
         return delay
 
-    _report(body, outcome, spec, state, was_in_sync, logger)
+    previous_reason = state.reported_reason or reporting.ready_reason(current)
+    state.reported_reason = outcome.reason.name
+    reporting.report(body, outcome, spec, previous_reason, was_in_sync, logger)
     return _next_delay(outcome, spec, state, runtime.config)
 
 
@@ -221,83 +221,6 @@ async def _reconcile_body(
         message = f"Loading {source} failed: {error}. It must contain PEM CA certificates."
         return Outcome(reasons.INVALID_CA_BUNDLE, message), spec
     return await reconcile(spec, quay, token_source=connection.token_source), spec
-
-
-async def delete_tag(
-    *,
-    body: kopf.Body,
-    runtime: Runtime,
-    state: TagState,
-    claims: Mapping[ClaimKey, Iterable[Claim]],
-    logger: Logger,
-) -> None:
-    """Delete the tag in Quay for a resource with deletionPolicy Delete, if it still points at our digest.
-
-    Anything else (the tag moved, Quay rejects the delete, the spec is invalid)
-    leaves the tag and lets the resource go, with an Event that gives the reason.
-    Only temporary Quay failures are retried, through kopf's handler retries.
-    """
-    try:
-        spec = RepositoryTagSpec.model_validate(dict(body.spec))
-    except pydantic.ValidationError as error:
-        _leave_tag(body, logger, f"The tag was left in Quay because the spec is invalid: {invalid_spec_message(error)}")
-        return
-
-    key = claim_key(spec, runtime.config)
-    others = [claim for claim in claims.get(key, ()) if claim.uid != body.metadata.uid] if key else []
-    if others:
-        holder = min(others)
-        _leave_tag(
-            body,
-            logger,
-            f"Tag {spec.tag} of {spec.repository} was left in Quay because RepositoryTag "
-            f"{holder.namespace}/{holder.name} also declares it.",
-        )
-        return
-
-    async with state.lock:
-        try:
-            connection = await resolve_connection(
-                spec, body.metadata.namespace or "", runtime.config, runtime.secrets
-            )
-        except CredentialsError as error:
-            _leave_tag(body, logger, f"Tag {spec.tag} of {spec.repository} was left in Quay: {error.message}")
-            return
-
-        try:
-            quay = runtime.quay.client(connection.url, connection.token, ca_bundle=connection.ca_bundle)
-        except ssl.SSLError as error:
-            _leave_tag(body, logger, f"Tag {spec.tag} of {spec.repository} was left in Quay: loading the CA bundle failed: {error}")
-            return
-        namespace, name = spec.namespace_and_name
-        try:
-            history = await quay.list_tag_history(namespace, name, spec.tag, stop_when=lambda rows: True)
-            alive = history.alive_row(datetime.datetime.now(datetime.UTC).timestamp())
-            if alive is None:
-                logger.info("Tag %s of %s has no alive row; nothing to delete", spec.tag, spec.repository)
-                return
-            if alive.manifest_digest != spec.manifest_digest:
-                _leave_tag(
-                    body,
-                    logger,
-                    f"Tag {spec.tag} of {spec.repository} was left in Quay because it points at "
-                    f"{alive.manifest_digest}, not at {spec.manifest_digest} that this resource set.",
-                )
-                return
-            await quay.delete_tag(namespace, name, spec.tag)
-        except errors.QuayNotFound:
-            logger.info("Tag %s of %s is already gone from Quay", spec.tag, spec.repository)
-            return
-        except errors.QuayError as error:
-            if error.temporary:
-                raise kopf.TemporaryError(f"Deleting the tag failed: {error.message}", delay=10) from None
-            outcome = failure_outcome(error, spec, token_source=connection.token_source, history=None)
-            _leave_tag(body, logger, f"Tag {spec.tag} of {spec.repository} was left in Quay: {outcome.message}")
-            return
-
-    message = f"Deleted tag {spec.tag} of {spec.repository} ({spec.manifest_digest}) because deletionPolicy is Delete."
-    logger.info(message)
-    kopf.info(body, reason="TagDeleted", message=message)
 
 
 def invalid_spec_message(error: pydantic.ValidationError) -> str:
@@ -360,64 +283,4 @@ def _confirmed_in_sync(body: kopf.Body, current: Mapping[str, Any]) -> bool:
         return False
     if current.get("currentDigest") != body.spec.get("manifestDigest"):
         return False
-    return _ready_reason(current) == reasons.IN_SYNC.name
-
-
-def _report(
-    body: kopf.Body,
-    outcome: Outcome,
-    spec: RepositoryTagSpec | None,
-    state: TagState,
-    was_in_sync: bool,
-    logger: Logger,
-) -> None:
-    # Events and INFO logs mark transitions: a write, or a change of the Ready
-    # reason. Passes with the same reason log at DEBUG and post no Event.
-    # A write that did not take effect is reported by its WriteNotApplied warning alone.
-    if outcome.written is not None and spec is not None and outcome.reason is reasons.IN_SYNC:
-        event_reason, message = _write_message(outcome, spec, was_in_sync)
-        logger.info(message)
-        kopf.info(body, reason=event_reason, message=message)
-    if outcome.expiration_set and spec is not None:
-        message = f"Set the expiration of tag {spec.tag} of {spec.repository} to {spec.expiration}."
-        logger.info(message)
-        kopf.info(body, reason="ExpirationSet", message=message)
-
-    previous_reason = state.reported_reason or _ready_reason(body.get("status") or {})
-    state.reported_reason = outcome.reason.name
-    if previous_reason == outcome.reason.name:
-        logger.debug("%s: %s", outcome.reason.name, outcome.message)
-        return
-    if outcome.reason.ready:
-        logger.info("Ready: %s", outcome.message)
-        kopf.info(body, reason=outcome.reason.name, message=outcome.message)
-    else:
-        logger.warning("Not ready (%s): %s", outcome.reason.name, outcome.message)
-        kopf.warn(body, reason=outcome.reason.name, message=outcome.message)
-
-
-def _write_message(outcome: Outcome, spec: RepositoryTagSpec, was_in_sync: bool) -> tuple[str, str]:
-    previous = outcome.previous_digest or "no alive tag"
-    verb = "restored" if outcome.written is Action.RESTORE else "moved"
-    if was_in_sync:
-        message = (
-            f"Drift: tag {spec.tag} of {spec.repository} pointed at {previous}, changed outside the operator; "
-            f"{verb} it back to {spec.manifest_digest}."
-        )
-        return "DriftCorrected", message
-    if outcome.written is Action.RESTORE:
-        return "TagRestored", f"Restored tag {spec.tag} of {spec.repository} to {spec.manifest_digest} (was {previous})."
-    return "TagMoved", f"Moved tag {spec.tag} of {spec.repository} from {previous} to {spec.manifest_digest}."
-
-
-def _leave_tag(body: kopf.Body, logger: Logger, message: str) -> None:
-    logger.warning(message)
-    kopf.warn(body, reason="TagLeftInQuay", message=message)
-
-
-def _ready_reason(current: Mapping[str, Any]) -> str | None:
-    for condition in current.get("conditions") or []:
-        if isinstance(condition, Mapping) and condition.get("type") == status.READY:
-            reason = condition.get("reason")
-            return str(reason) if reason is not None else None
-    return None
+    return reporting.ready_reason(current) == reasons.IN_SYNC.name

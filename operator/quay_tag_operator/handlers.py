@@ -13,7 +13,7 @@ import kopf
 import kubernetes
 import pydantic
 
-from quay_tag_operator import controller
+from quay_tag_operator import controller, deletion
 from quay_tag_operator.claims import Claim, ClaimKey, claim_key
 from quay_tag_operator.config import OperatorConfig
 from quay_tag_operator.credentials import KubernetesSecretReader
@@ -95,7 +95,7 @@ def _deletion_requested(spec: kopf.Spec, **_: Any) -> bool:
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletion_requested, retries=30)
 async def delete_tag(body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
-    await controller.delete_tag(
+    await deletion.delete_tag(
         body=body,
         runtime=memo.runtime,
         state=controller.tag_state(memo),
