@@ -5,11 +5,11 @@ Run from the repository root inside the virtualenv:
     .venv/bin/python bench/run.py [--resources 1000] [--repositories 10] [--latency 0.02]
 
 It starts a local control plane, the Quay test double with the given latency per
-request, and the operator as a separate process, then prints each figure:
+request, and the operator as a separate process. Then it prints each figure:
 time to Ready for all new resources, Quay requests per new resource, one idle
 refresh cycle (Quay requests, Quay writes, Kubernetes writes), drift correction,
-the operator's peak RSS and CPU, and a plain sequential script doing the same
-work with one HTTP client. Nothing here is a test; it only measures and prints.
+the operator's peak RSS and CPU. A plain sequential script does the same work
+with one HTTP client for comparison. Nothing here is a test; it only measures and prints.
 """
 
 from __future__ import annotations
@@ -122,11 +122,11 @@ def sequential_script(url: str, targets: list[tuple[str, str, str]]) -> float:
     """Bring each tag to its digest as a CI job would: read, then PUT when different. Return seconds."""
     started = time.monotonic()
     with httpx.Client(base_url=f"{url}/api/v1/", headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-        for repository, tag, wanted in targets:
+        for repository, tag, desired in targets:
             page = client.get(f"repository/{repository}/tag/", params={"specificTag": tag, "onlyActiveTags": "true"})
             rows = page.json()["tags"]
-            if not rows or rows[0]["manifest_digest"] != wanted:
-                client.put(f"repository/{repository}/tag/{tag}", json={"manifest_digest": wanted})
+            if not rows or rows[0]["manifest_digest"] != desired:
+                client.put(f"repository/{repository}/tag/{tag}", json={"manifest_digest": desired})
     return time.monotonic() - started
 
 

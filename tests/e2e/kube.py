@@ -93,7 +93,7 @@ def ready_with(status: str, reason: str, generation: int | None = None) -> Calla
         condition = ready(body)
         if condition is None or condition["status"] != status or condition["reason"] != reason:
             return False
-        wanted = generation if generation is not None else body["metadata"]["generation"]
-        return bool(body["status"].get("observedGeneration") == wanted)
+        desired = generation if generation is not None else body["metadata"]["generation"]
+        return bool(body["status"].get("observedGeneration") == desired)
 
     return check

@@ -51,23 +51,23 @@ def pushed(quay: QuayDouble, repository: str, label: str) -> str:
 
 
 def test_tag_moved_by_hand_is_moved_back(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
-    wanted, intruder = pushed(quay, repository, "wanted"), pushed(quay, repository, "intruder")
-    cluster.apply_tag("drift", repository, "prod", wanted)
+    desired, intruder = pushed(quay, repository, "desired"), pushed(quay, repository, "intruder")
+    cluster.apply_tag("drift", repository, "prod", desired)
     cluster.wait_for("drift", ready_with("True", "InSync"))
 
     quay.move_tag(repository, "prod", intruder)
     moved_at = time.monotonic()
     deadline = moved_at + REFRESH_SECONDS + 5
-    while quay.alive_digest(repository, "prod") != wanted:
+    while quay.alive_digest(repository, "prod") != desired:
         assert time.monotonic() < deadline, "the tag was not moved back within one refresh interval"
         time.sleep(0.1)
 
     event = cluster.wait_for_event("drift", "DriftCorrected")
     assert intruder in event["message"]
-    assert wanted in event["message"]
+    assert desired in event["message"]
     assert event["type"] == "Normal"
-    body = cluster.wait_for("drift", lambda body: body["status"]["history"][0]["manifestDigest"] == wanted)
-    assert [row["manifestDigest"] for row in body["status"]["history"][:3]] == [wanted, intruder, wanted]
+    body = cluster.wait_for("drift", lambda body: body["status"]["history"][0]["manifestDigest"] == desired)
+    assert [row["manifestDigest"] for row in body["status"]["history"][:3]] == [desired, intruder, desired]
     assert body["status"]["history"][0]["reversion"] is True
 
 
@@ -154,16 +154,16 @@ def test_immutable_tag_fails_and_deletes_cleanly(cluster: Cluster, quay: QuayDou
 
 
 def test_suspend_stops_writes(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
-    wanted, other = pushed(quay, repository, "wanted"), pushed(quay, repository, "other")
+    desired, other = pushed(quay, repository, "desired"), pushed(quay, repository, "other")
     quay.move_tag(repository, "paused", other)
-    cluster.apply_tag("paused", repository, "paused", wanted, suspend=True)
+    cluster.apply_tag("paused", repository, "paused", desired, suspend=True)
     body = cluster.wait_for("paused", ready_with("False", "Suspended"))
     assert body["status"]["currentDigest"] == other
     assert writes_to(quay, repository) == []
 
-    cluster.apply_tag("paused", repository, "paused", wanted, suspend=False)
+    cluster.apply_tag("paused", repository, "paused", desired, suspend=False)
     cluster.wait_for("paused", ready_with("True", "InSync"))
-    assert quay.alive_digest(repository, "paused") == wanted
+    assert quay.alive_digest(repository, "paused") == desired
 
 
 def test_two_claims_on_one_tag(
@@ -215,8 +215,8 @@ def test_expiration_is_kept(cluster: Cluster, quay: QuayDouble, repository: str)
 
 
 def test_expiration_in_past_writes_nothing(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
-    wanted = pushed(quay, repository, "wanted")
-    cluster.apply_tag("expired", repository, "expired", wanted, expiration="2020-01-01T00:00:00Z")
+    desired = pushed(quay, repository, "desired")
+    cluster.apply_tag("expired", repository, "expired", desired, expiration="2020-01-01T00:00:00Z")
     body = cluster.wait_for("expired", ready_with("False", "ExpirationInPast"))
     condition = ready(body)
     assert condition is not None
@@ -308,8 +308,8 @@ def _wait_gone(cluster: Cluster, name: str, timeout: float = 30.0) -> None:
 
 
 def test_refresh_annotation_checks_now(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
-    wanted, intruder = pushed(quay, repository, "wanted"), pushed(quay, repository, "intruder")
-    cluster.apply_tag("on-demand", repository, "on-demand", wanted, refreshInterval="0")
+    desired, intruder = pushed(quay, repository, "desired"), pushed(quay, repository, "intruder")
+    cluster.apply_tag("on-demand", repository, "on-demand", desired, refreshInterval="0")
     cluster.wait_for("on-demand", ready_with("True", "InSync"))
     quay.move_tag(repository, "on-demand", intruder)
     time.sleep(REFRESH_SECONDS + 1)
@@ -319,7 +319,7 @@ def test_refresh_annotation_checks_now(cluster: Cluster, quay: QuayDouble, repos
         "annotate", "repositorytag", "on-demand", "-n", cluster.namespace, "quaytag.dev/refresh=1", "--overwrite"
     )
     deadline = time.monotonic() + 10
-    while quay.alive_digest(repository, "on-demand") != wanted:
+    while quay.alive_digest(repository, "on-demand") != desired:
         assert time.monotonic() < deadline, "the refresh annotation did not trigger a pass"
         time.sleep(0.1)
     cluster.wait_for_event("on-demand", "DriftCorrected")

@@ -200,7 +200,7 @@ def test_demo_seed_contents() -> None:
     assert [row["manifest_digest"] for row in latest] == [DOCS_DIGEST]
     assert latest[0]["size"] == 2275314
     assert len(test) == 2
-    # The demo's RepositoryTag for test asks for DOCS_DIGEST, which is alive only under latest.
+    # The demo's RepositoryTag for test requests DOCS_DIGEST, which is alive only under latest.
     assert "end_ts" not in test[0]
     assert DOCS_DIGEST not in {row["manifest_digest"] for row in test}
     assert alpine.status_code == 200

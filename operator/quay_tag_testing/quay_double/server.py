@@ -88,9 +88,7 @@ async def _change_tag(request: web.Request) -> web.StreamResponse:
     raw_body = await request.read()
     try:
         with registry.lock:
-            identity = registry.authenticate(request.headers.get("Authorization"))
-            registry.authorize(identity, namespace, Role.WRITE)
-            registry.require_normal_state(namespace, repository)
+            _check_tag_write(registry, request, namespace, repository)
             body = parse_change_tag_body(parse_json_body(request.headers.get("Content-Type"), raw_body))
             registry.change_tag(
                 namespace, repository, tag, expiration=body.expiration, manifest_digest=body.manifest_digest
@@ -107,9 +105,7 @@ async def _restore_tag(request: web.Request) -> web.StreamResponse:
     raw_body = await request.read()
     try:
         with registry.lock:
-            identity = registry.authenticate(request.headers.get("Authorization"))
-            registry.authorize(identity, namespace, Role.WRITE)
-            registry.require_normal_state(namespace, repository)
+            _check_tag_write(registry, request, namespace, repository)
             manifest_digest = parse_restore_body(parse_json_body(request.headers.get("Content-Type"), raw_body))
             registry.restore_tag(namespace, repository, tag, manifest_digest)
     except QuayError as error:
@@ -123,14 +119,19 @@ async def _delete_tag(request: web.Request) -> web.StreamResponse:
     tag = request.match_info["tag"]
     try:
         with registry.lock:
-            identity = registry.authenticate(request.headers.get("Authorization"))
-            registry.authorize(identity, namespace, Role.WRITE)
-            registry.require_normal_state(namespace, repository)
+            _check_tag_write(registry, request, namespace, repository)
             skip_recovery_period = parse_truthy_bool(request.query.get("skipRecoveryPeriod"))
             registry.delete_tag(namespace, repository, tag, skip_recovery_period)
     except QuayError as error:
         return _error_response(request, error)
     return web.Response(status=204)
+
+
+def _check_tag_write(registry: Registry, request: web.Request, namespace: str, repository: str) -> None:
+    """Raise QuayError unless the caller may write tags here, in Quay's order of checks."""
+    identity = registry.authenticate(request.headers.get("Authorization"))
+    registry.authorize(identity, namespace, Role.WRITE)
+    registry.require_normal_state(namespace, repository)
 
 
 async def _redirect_to_trailing_slash(request: web.Request) -> web.StreamResponse:
