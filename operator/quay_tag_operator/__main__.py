@@ -25,6 +25,8 @@ SETTING_OPTIONS = (
     "refresh_interval",
     "history_limit",
     "request_timeout",
+    "metrics_port",
+    "metrics_address",
 )
 
 
@@ -33,7 +35,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="quay-tag-operator",
         description="Keep Quay image tags at the digests that RepositoryTag resources declare.",
-        epilog=f"The options from --quay-url to --request-timeout can also be set as environment variables: "
+        epilog=f"The options from --quay-url to --metrics-address can also be set as environment variables: "
         f"{variables}. The Kubernetes connection comes from the in-cluster service account or from KUBECONFIG.",
     )
 
@@ -54,6 +56,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     parser.add_argument("--history-limit", type=int, help="history rows kept in status, 1 to 100 (default 20)")
     parser.add_argument("--request-timeout", type=float, help="seconds before a Quay request times out (default 10)")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at /metrics on this port (default: off)")
+    parser.add_argument("--metrics-address", help="address the metrics endpoint listens on (default 0.0.0.0)")
 
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
@@ -64,6 +68,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--liveness", metavar="URL", help="health endpoint, such as http://0.0.0.0:8080/healthz")
     parser.add_argument("-v", "--verbose", action="store_true", help="log routine passes of each resource too")
     parser.add_argument("--debug", action="store_true", help="log everything, including each HTTP request")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log lines as text (default) or JSON objects"
+    )
     return parser.parse_args(argv)
 
 
@@ -81,18 +88,20 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import quay_tag_operator.handlers  # noqa: F401  (registers the handlers with kopf)
 
-    configure_logging(verbose=args.verbose, debug=args.debug)
+    configure_logging(verbose=args.verbose, debug=args.debug, json_lines=args.log_format == "json")
     kopf.run(
         standalone=True,
         namespaces=args.namespace,
         clusterwide=not args.namespace,
         liveness_endpoint=args.liveness,
+        memo=kopf.Memo(namespaced=bool(args.namespace)),
     )
 
 
-def configure_logging(*, verbose: bool, debug: bool) -> None:
+def configure_logging(*, verbose: bool, debug: bool, json_lines: bool = False) -> None:
     """Log each line with the resource it concerns; keep HTTP libraries quiet unless debugging."""
-    kopf.configure(debug=debug, verbose=verbose, log_prefix=True)
+    log_format = kopf.LogFormat.JSON if json_lines else kopf.LogFormat.FULL
+    kopf.configure(debug=debug, verbose=verbose, log_format=log_format, log_prefix=True)
     if debug:
         return
     for name in NOISY_LOGGERS:

@@ -44,6 +44,9 @@ class OperatorConfig(BaseModel):
     # Quay hosts (host or host:port) that resources may name in spec.connection.url, besides the
     # host of quay_url. Empty: only the host of quay_url.
     allowed_hosts: tuple[str, ...] = ()
+    # Port of the Prometheus /metrics endpoint; None serves no metrics.
+    metrics_port: Annotated[int | None, Field(default=None, ge=1, le=65535)]
+    metrics_address: str = "0.0.0.0"
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

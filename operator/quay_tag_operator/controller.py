@@ -26,7 +26,7 @@ from typing import Any
 import kopf
 import pydantic
 
-from quay_tag_operator import reasons, reporting, status
+from quay_tag_operator import metrics, reasons, reporting, status
 from quay_tag_operator.claims import Claim, ClaimKey, claim_key, conflicting_winner
 from quay_tag_operator.config import OperatorConfig
 from quay_tag_operator.credentials import CredentialsError, SecretReader, resolve_connection
@@ -135,6 +135,19 @@ async def run_loop(
     logger: Logger,
 ) -> None:
     """Reconcile the resource until it is deleted or the operator stops."""
+    try:
+        await _loop(runtime=runtime, state=state, claims=claims, logger=logger)
+    finally:
+        metrics.forget_resource(state.reported_reason)
+
+
+async def _loop(
+    *,
+    runtime: Runtime,
+    state: TagState,
+    claims: Mapping[ClaimKey, Iterable[Claim]],
+    logger: Logger,
+) -> None:
     while not state.stopping and state.body is not None:
         state.wakeup.clear()
         async with state.lock:
@@ -187,6 +200,8 @@ async def run_pass(
         return delay
 
     previous_reason = state.reported_reason or reporting.ready_reason(current)
+    metrics.PASSES.labels(reason=outcome.reason.name).inc()
+    metrics.record_reason(state.reported_reason, outcome.reason.name)
     state.reported_reason = outcome.reason.name
     reporting.report(body, outcome, spec, previous_reason, was_in_sync, logger)
     return _next_delay(outcome, spec, state, runtime.config)

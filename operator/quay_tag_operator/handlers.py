@@ -13,7 +13,7 @@ import kopf
 import kubernetes
 import pydantic
 
-from quay_tag_operator import controller, deletion
+from quay_tag_operator import controller, deletion, metrics
 from quay_tag_operator.claims import Claim, ClaimKey, claim_key
 from quay_tag_operator.config import OperatorConfig
 from quay_tag_operator.credentials import KubernetesSecretReader
@@ -35,6 +35,15 @@ async def start(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_:
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.reporting_component = "quay-tag-operator"
+
+    # With -n, kopf needs no cluster-wide list of namespaces or CRDs, so it does not scan for them.
+    if getattr(memo, "namespaced", False):
+        settings.scanning.disabled = True
+    if config.metrics_port is not None:
+        try:
+            metrics.serve(config.metrics_port, config.metrics_address)
+        except OSError as error:
+            logger.error("Serving metrics on %s:%d failed: %s", config.metrics_address, config.metrics_port, error)
 
     api_client = _kubernetes_api_client()
     timeout = httpx.Timeout(config.request_timeout, connect=min(5.0, config.request_timeout))

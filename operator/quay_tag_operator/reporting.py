@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from quay_tag_operator import reasons, status
+from quay_tag_operator import metrics, reasons, status
 from quay_tag_operator.decision import Action
 from quay_tag_operator.models import RepositoryTagSpec
 from quay_tag_operator.reconcile import Outcome
@@ -32,6 +32,8 @@ def report(
     # A write that did not take effect is reported by its WriteNotApplied warning alone.
     if outcome.written is not None and spec is not None and outcome.reason is reasons.IN_SYNC:
         event_reason, message = _write_message(outcome, spec, was_in_sync)
+        if was_in_sync:
+            metrics.DRIFT_CORRECTIONS.inc()
         logger.info(message)
         kopf.info(body, reason=event_reason, message=message)
     if outcome.expiration_set and spec is not None:

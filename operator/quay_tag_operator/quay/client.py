@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from urllib.parse import quote
 import httpx
 import pydantic
 
+from quay_tag_operator import metrics
 from quay_tag_operator.quay import errors
 from quay_tag_operator.quay.models import TagHistory, TagPage, TagRow
 
@@ -214,10 +216,13 @@ class QuayClient:
             # The message of this error quotes the header, token included, so it is not kept.
             message = f"{method} {path} was not sent: the token contains characters that an HTTP header cannot carry"
             raise errors.QuayBadRequest(message, method=method, url=path) from None
+        started = time.monotonic()
+        status = "error"
         try:
             # httpx's timeout applies to each read, so a server that trickles bytes is cut off here.
             async with asyncio.timeout(self._deadline):
                 response = await self._http.send(request, stream=True)
+                status = str(response.status_code)
                 try:
                     await _read_limited(response)
                 finally:
@@ -229,6 +234,11 @@ class QuayClient:
             raise errors.QuayTransportError(message, method=method, url=str(request.url)) from None
         except _BodyTooLarge:
             raise errors.malformed_response(response, f"body larger than {MAX_BODY_BYTES} bytes") from None
+        finally:
+            metrics.QUAY_REQUESTS.labels(method=method, status=status).inc()
+            metrics.QUAY_REQUEST_SECONDS.labels(method=method).observe(time.monotonic() - started)
+            if status == "429":
+                metrics.RATE_LIMITED.inc()
 
         logger.debug("%s %s -> %d", method, request.url, response.status_code)
         if not response.is_success:
