@@ -25,6 +25,7 @@ SETTING_OPTIONS = (
     "refresh_interval",
     "history_limit",
     "request_timeout",
+    "max_concurrent_requests",
     "metrics_port",
     "metrics_address",
 )
@@ -56,6 +57,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     parser.add_argument("--history-limit", type=int, help="history rows kept in status, 1 to 100 (default 20)")
     parser.add_argument("--request-timeout", type=float, help="seconds before a Quay request times out (default 10)")
+    parser.add_argument(
+        "--max-concurrent-requests", type=int, help="requests in flight to one Quay server at most (default 8)"
+    )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at /metrics on this port (default: off)")
     parser.add_argument("--metrics-address", help="address the metrics endpoint listens on (default 0.0.0.0)")
 

@@ -44,6 +44,8 @@ class OperatorConfig(BaseModel):
     # Quay hosts (host or host:port) that resources may name in spec.connection.url, besides the
     # host of quay_url. Empty: only the host of quay_url.
     allowed_hosts: tuple[str, ...] = ()
+    # Requests in flight to one Quay server at most, across all resources.
+    max_concurrent_requests: Annotated[int, Field(ge=1, le=256)] = 8
     # Port of the Prometheus /metrics endpoint; None serves no metrics.
     metrics_port: Annotated[int | None, Field(default=None, ge=1, le=65535)]
     metrics_address: str = "0.0.0.0"

@@ -49,7 +49,7 @@ async def start(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_:
     timeout = httpx.Timeout(config.request_timeout, connect=min(5.0, config.request_timeout))
     memo.runtime = controller.Runtime(
         config=config,
-        quay=QuayClientPool(timeout=timeout),
+        quay=QuayClientPool(timeout=timeout, max_concurrent_requests=config.max_concurrent_requests),
         secrets=KubernetesSecretReader(api_client),
         status_writer=StatusWriter(api_client),
     )

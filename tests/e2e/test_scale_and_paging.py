@@ -65,6 +65,8 @@ def test_rate_limit_storm_recovers(cluster: Cluster, quay: QuayDouble, repositor
         time.sleep(1)
     writes = [record for record in quay.requests() if record.method != "GET"]
     assert writes == []
+    # The operator's default limit of requests in flight to one Quay server.
+    assert quay.peak_concurrency() <= 8
 
 
 def test_long_history_moving_while_read(cluster: Cluster, quay: QuayDouble, repository: str) -> None:

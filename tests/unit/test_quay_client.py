@@ -391,3 +391,21 @@ async def test_unsendable_token_never_in_error(token: str) -> None:
         assert part not in str(raised.value)
         assert part not in repr(raised.value.__dict__)
     assert raised.value.__cause__ is None
+
+
+async def test_requests_to_one_server_are_limited() -> None:
+    in_flight = 0
+    peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return httpx.Response(201, json="Updated")
+
+    pool = QuayClientPool(transport=httpx.MockTransport(slow), max_concurrent_requests=3)
+    clients = [pool.client("https://quay.example.com", f"token-{index}") for index in range(20)]
+    await asyncio.gather(*(client.put_tag("quayadmin", "busybox", "test", DIGEST) for client in clients))
+    assert peak == 3

@@ -37,6 +37,9 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 MAX_BODY_BYTES = 4 * 1024 * 1024
 # Open HTTP clients kept at most; the least recently used one is closed first.
 MAX_CLIENTS = 32
+# Requests in flight to one Quay server at most, across all resources. Quay's own nginx
+# configuration allows a burst of 25 requests per client; this stays well below it.
+DEFAULT_MAX_CONCURRENT_REQUESTS = 8
 USER_AGENT = "quay-tag-operator"
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
@@ -63,8 +66,12 @@ class QuayClientPool:
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
     ) -> None:
         self._timeout = timeout
+        # One limit per Quay server, shared by every client of that server whatever its CA bundle.
+        self._max_concurrent_requests = max_concurrent_requests
+        self._limits: dict[str, asyncio.Semaphore] = {}
         # Maximum total time of one request, however slowly its bytes arrive.
         self._deadline = 3 * (timeout.read or DEFAULT_TIMEOUT.read or 10.0)
         self._transport = transport
@@ -98,7 +105,8 @@ class QuayClientPool:
             if len(self._clients) > MAX_CLIENTS:
                 _, oldest = self._clients.popitem(last=False)
                 self._close_later(oldest)
-        return QuayClient(http, token, deadline=self._deadline)
+        limit = self._limits.setdefault(root, asyncio.Semaphore(self._max_concurrent_requests))
+        return QuayClient(http, token, deadline=self._deadline, limit=limit)
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, OrderedDict()
@@ -121,10 +129,13 @@ class QuayClientPool:
 class QuayClient:
     """Tag operations on one Quay server with one OAuth access token."""
 
-    def __init__(self, http: httpx.AsyncClient, token: str, *, deadline: float = 30.0) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, token: str, *, deadline: float = 30.0, limit: asyncio.Semaphore | None = None
+    ) -> None:
         self._http = http
         self._token = token
         self._deadline = deadline
+        self._limit = limit or asyncio.Semaphore(DEFAULT_MAX_CONCURRENT_REQUESTS)
 
     async def list_tag_history(
         self,
@@ -216,6 +227,10 @@ class QuayClient:
             # The message of this error quotes the header, token included, so it is not kept.
             message = f"{method} {path} was not sent: the token contains characters that an HTTP header cannot carry"
             raise errors.QuayBadRequest(message, method=method, url=path) from None
+        async with self._limit:
+            return await self._send(request, method)
+
+    async def _send(self, request: httpx.Request, method: str) -> httpx.Response:
         started = time.monotonic()
         status = "error"
         try:

@@ -219,6 +219,10 @@ class QuayDouble:
     def reset_requests(self) -> None:
         self.traffic.reset_requests()
 
+    def peak_concurrency(self) -> int:
+        """Return the most Quay API requests in flight at once since the last reset."""
+        return self.traffic.peak_concurrency()
+
     # Server thread.
 
     def _run(self) -> None:

@@ -161,6 +161,14 @@ async def _traffic_middleware(request: web.Request, handler: Handler) -> web.Str
         return await handler(request)
 
     traffic = request.app[TRAFFIC_KEY]
+    traffic.enter()
+    try:
+        return await _serve_api_request(request, handler, traffic)
+    finally:
+        traffic.leave()
+
+
+async def _serve_api_request(request: web.Request, handler: Handler, traffic: TrafficControl) -> web.StreamResponse:
     request_id = traffic.begin_request(request.method, request.path, _first_query_values(request))
     latency = traffic.latency
     if latency > 0:

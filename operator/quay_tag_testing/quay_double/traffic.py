@@ -126,6 +126,8 @@ class TrafficControl:
         self._latency = 0.0
         self._requests: list[_LoggedRequest] = []
         self._next_request_id = 1
+        self._in_flight = 0
+        self._peak_in_flight = 0
 
     def add_fault(self, rule: FaultRule | Mapping[str, Any]) -> int:
         """Add a fault rule after the existing ones and return its id."""
@@ -200,3 +202,19 @@ class TrafficControl:
     def reset_requests(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._peak_in_flight = self._in_flight
+
+    def enter(self) -> None:
+        """Count a Quay API request that has arrived and not been answered yet."""
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def peak_concurrency(self) -> int:
+        """Return the most Quay API requests in flight at once since the last reset."""
+        with self._lock:
+            return self._peak_in_flight
