@@ -368,7 +368,7 @@ async def test_pool_closes_least_recently_used_clients() -> None:
     assert all("quay-0." not in key[0] for key in pool._clients)
     assert len(pool._closing) == 1
     await pool.aclose()
-    assert first._http is not None
+    assert first._http.is_closed
 
 
 async def test_request_has_total_deadline() -> None:

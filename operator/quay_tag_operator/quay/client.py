@@ -77,6 +77,7 @@ class QuayClientPool:
         self._transport = transport
         self._clients: OrderedDict[tuple[str, str], httpx.AsyncClient] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
+        self._retired: set[httpx.AsyncClient] = set()
 
     def client(self, base_url: str, token: str, *, ca_bundle: CABundle | None = None) -> QuayClient:
         """Return a client for one Quay server.
@@ -112,13 +113,20 @@ class QuayClientPool:
         clients, self._clients = self._clients, OrderedDict()
         for http in clients.values():
             await http.aclose()
+        # Evicted clients still waiting to close are closed now.
         for task in list(self._closing):
             task.cancel()
+        retired, self._retired = self._retired, set()
+        for http in retired:
+            await http.aclose()
 
     def _close_later(self, http: httpx.AsyncClient) -> None:
         # A pass may still be using the evicted client, so it is closed once any request has ended.
+        self._retired.add(http)
+
         async def close() -> None:
             await asyncio.sleep(self._deadline + 1)
+            self._retired.discard(http)
             await http.aclose()
 
         task = asyncio.get_running_loop().create_task(close())

@@ -205,7 +205,7 @@ class TrafficControl:
             self._peak_in_flight = self._in_flight
 
     def enter(self) -> None:
-        """Count a Quay API request that has arrived and not been answered yet."""
+        """Count a Quay API request that has arrived and has no response yet."""
         with self._lock:
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
