@@ -26,12 +26,12 @@ from typing import Any
 import kopf
 import pydantic
 
-from quay_tag_operator import metrics, reasons, reporting, status
+from quay_tag_operator import metrics, polling, reasons, reporting, status
 from quay_tag_operator.claims import Claim, ClaimKey, claim_key, conflicting_winner
 from quay_tag_operator.config import OperatorConfig
-from quay_tag_operator.credentials import CredentialsError, SecretReader, resolve_connection
+from quay_tag_operator.credentials import Connection, CredentialsError, SecretReader, resolve_connection
 from quay_tag_operator.models import PATTERN_RULES, RepositoryTagSpec, parse_duration
-from quay_tag_operator.quay.client import QuayClientPool
+from quay_tag_operator.quay.client import QuayClient, QuayClientPool
 from quay_tag_operator.reconcile import Outcome, reconcile
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -58,17 +58,23 @@ class Runtime:
     status_writer: status.StatusWriter
     # Every resource's loop, so that clean-up can stop them.
     loops: set[asyncio.Task[None]] = field(default_factory=set)
+    # Periodic checks of resources in sync, shared per repository.
+    pollers: polling.Pollers = field(default_factory=polling.Pollers)
 
     async def stop_loops(self) -> None:
         loops, self.loops = self.loops, set()
         for loop in loops:
             loop.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
+        await self.pollers.stop()
 
 
-@dataclass
+@dataclass(eq=False)
 class TagState:
-    """Per-resource state in kopf's per-object memo, for as long as the operator runs."""
+    """Per-resource state in kopf's per-object memo, for as long as the operator runs.
+
+    Instances compare and hash by identity, so that pollers can key subscribers by them.
+    """
 
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -138,6 +144,7 @@ async def run_loop(
     try:
         await _loop(runtime=runtime, state=state, claims=claims, logger=logger)
     finally:
+        runtime.pollers.unsubscribe(state)
         metrics.forget_resource(state.reported_reason)
 
 
@@ -179,8 +186,10 @@ async def run_pass(
     current: Mapping[str, Any] = body.get("status") or {}
     generation = int(body.metadata.get("generation") or 0)
     was_in_sync = _confirmed_in_sync(body, current)
+    # This pass reads the tag itself; a shared check of the old state would only wake it again.
+    runtime.pollers.unsubscribe(state)
 
-    outcome, spec = await _reconcile_body(body, runtime, claims)
+    outcome, spec, connection = await _reconcile_body(body, runtime, claims)
 
     desired = status.build_status(
         outcome,
@@ -194,26 +203,75 @@ async def run_pass(
             body.metadata.namespace or "", body.metadata.name or "", status.status_patch(current, desired)
         )
     except status.StatusWriteError as error:
-        delay = STATUS_RETRY_BACKOFF.delay(state.attempt)
+        retry = STATUS_RETRY_BACKOFF.delay(state.attempt)
         state.attempt += 1
-        logger.warning("%s; the next pass is in %.0f s", error, delay)
-        return delay
+        logger.warning("%s; the next pass is in %.0f s", error, retry)
+        return retry
 
     previous_reason = state.reported_reason or reporting.ready_reason(current)
     metrics.PASSES.labels(reason=outcome.reason.name).inc()
     metrics.record_reason(state.reported_reason, outcome.reason.name)
     state.reported_reason = outcome.reason.name
     reporting.report(body, outcome, spec, previous_reason, was_in_sync, logger)
-    return _next_delay(outcome, spec, state, runtime.config)
+    delay = _next_delay(outcome, spec, state, runtime.config)
+    if delay is not None and spec is not None and connection is not None:
+        if _subscribe_to_shared_checks(outcome, spec, connection, delay, runtime, state):
+            return None
+    return delay
+
+
+def _subscribe_to_shared_checks(
+    outcome: Outcome,
+    spec: RepositoryTagSpec,
+    connection: Connection,
+    interval: float,
+    runtime: Runtime,
+    state: TagState,
+) -> bool:
+    """Leave the next check of a tag in sync to its repository's poller; return False if it cannot."""
+    if outcome.reason is not reasons.IN_SYNC or outcome.history is None:
+        return False
+    alive = outcome.history.alive_row(datetime.datetime.now(datetime.UTC).timestamp())
+    if alive is None:
+        return False
+
+    namespace, name = spec.namespace_and_name
+    key = polling.poll_key(_server_identity(connection), connection.token, namespace, name, interval)
+    resource_namespace = state.body.metadata.namespace if state.body is not None else None
+
+    def client() -> QuayClient:
+        return runtime.quay.client(connection.url, connection.token, ca_bundle=connection.ca_bundle)
+
+    async def credentials_current() -> bool:
+        try:
+            current = await resolve_connection(spec, resource_namespace or "", runtime.config, runtime.secrets)
+        except CredentialsError:
+            return False
+        return (_server_identity(current), current.token) == (_server_identity(connection), connection.token)
+
+    runtime.pollers.subscribe(
+        state,
+        key,
+        polling.expectation_from(alive),
+        client=client,
+        wake=state.wakeup.set,
+        credentials_current=credentials_current,
+    )
+    return True
+
+
+def _server_identity(connection: Connection) -> str:
+    fingerprint = connection.ca_bundle.fingerprint if connection.ca_bundle is not None else ""
+    return f"{connection.url.rstrip('/')} {fingerprint}"
 
 
 async def _reconcile_body(
     body: kopf.Body, runtime: Runtime, claims: Mapping[ClaimKey, Iterable[Claim]]
-) -> tuple[Outcome, RepositoryTagSpec | None]:
+) -> tuple[Outcome, RepositoryTagSpec | None, Connection | None]:
     try:
         spec = RepositoryTagSpec.model_validate(dict(body.spec))
     except pydantic.ValidationError as error:
-        return Outcome(reasons.INVALID_SPEC, invalid_spec_message(error)), None
+        return Outcome(reasons.INVALID_SPEC, invalid_spec_message(error)), None, None
 
     winner = _conflicting_claim(body, spec, runtime.config, claims)
     if winner is not None:
@@ -222,20 +280,20 @@ async def _reconcile_body(
             f"first, with digest {winner.manifest_digest}. This resource writes nothing to Quay while that "
             "claim exists; delete one of the two or make them agree."
         )
-        return Outcome(reasons.CONFLICT, message), spec
+        return Outcome(reasons.CONFLICT, message), spec, None
 
     try:
         connection = await resolve_connection(spec, body.metadata.namespace or "", runtime.config, runtime.secrets)
     except CredentialsError as error:
-        return Outcome(error.reason, error.message), spec
+        return Outcome(error.reason, error.message), spec, None
 
     try:
         quay = runtime.quay.client(connection.url, connection.token, ca_bundle=connection.ca_bundle)
     except ssl.SSLError as error:
         source = connection.ca_bundle.source if connection.ca_bundle is not None else "the CA bundle"
         message = f"Loading {source} failed: {error}. It must contain PEM CA certificates."
-        return Outcome(reasons.INVALID_CA_BUNDLE, message), spec
-    return await reconcile(spec, quay, token_source=connection.token_source), spec
+        return Outcome(reasons.INVALID_CA_BUNDLE, message), spec, None
+    return await reconcile(spec, quay, token_source=connection.token_source), spec, connection
 
 
 def invalid_spec_message(error: pydantic.ValidationError) -> str:

@@ -27,6 +27,12 @@ RATE_LIMITED = Counter(
     "quay_tag_operator_rate_limited_total",
     "Quay answers with status 429 (rate limited).",
 )
+SHARED_CHECKS = Counter(
+    "quay_tag_operator_shared_checks_total",
+    "Periodic checks of the subscribed tags of one repository, by how the tags were read "
+    "(list: the repository's alive tags; tags: each tag; failed: reading failed).",
+    ["mode"],
+)
 RESOURCES = Gauge(
     "quay_tag_operator_resources",
     "RepositoryTags the operator handles, by the Ready reason of their last pass.",

@@ -89,6 +89,50 @@ def test_in_sync_resource_writes_nothing(cluster: Cluster, quay: QuayDouble, rep
     assert after["status"] == first["status"] or after["status"]["lastSyncTime"] == first["status"]["lastSyncTime"]
 
 
+def test_tags_in_sync_share_one_listing(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
+    current = pushed(quay, repository, "current")
+    names = [f"fleet-{index}" for index in range(12)]
+    for name in names:
+        cluster.apply_tag(name, repository, name, current)
+    for name in names:
+        cluster.wait_for(name, ready_with("True", "InSync"))
+    time.sleep(1)  # let the first passes' writes settle
+    versions = {name: cluster.get(name)["metadata"]["resourceVersion"] for name in names}
+    requests_before = requests_to(quay, repository)
+    writes_before = writes_to(quay, repository)
+
+    cycles = 4
+    time.sleep(REFRESH_SECONDS * cycles + 1)
+
+    # One listing page per interval for the 12 tags, where reading each tag would take 12 requests.
+    reads = requests_to(quay, repository) - requests_before
+    assert 1 <= reads <= cycles + 2
+    assert writes_to(quay, repository) == writes_before
+    assert {name: cluster.get(name)["metadata"]["resourceVersion"] for name in names} == versions
+
+
+def test_drift_in_shared_listing_is_corrected(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
+    desired, intruder = pushed(quay, repository, "desired"), pushed(quay, repository, "intruder")
+    names = [f"shared-{index}" for index in range(8)]
+    for name in names:
+        cluster.apply_tag(name, repository, name, desired)
+    for name in names:
+        cluster.wait_for(name, ready_with("True", "InSync"))
+
+    moved = names[:3]
+    for name in moved:
+        quay.move_tag(repository, name, intruder)
+    deadline = time.monotonic() + REFRESH_SECONDS + 5
+    while any(quay.alive_digest(repository, name) != desired for name in moved):
+        assert time.monotonic() < deadline, "the moved tags were not moved back within one refresh interval"
+        time.sleep(0.1)
+
+    for name in moved:
+        assert intruder in cluster.wait_for_event(name, "DriftCorrected")["message"]
+    for name in names[3:]:
+        assert not [event for event in cluster.events(name) if event["reason"] == "DriftCorrected"]
+
+
 def test_refresh_interval_zero_stops_checks(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
     current = pushed(quay, repository, "current")
     cluster.apply_tag("manual", repository, "manual", current, refreshInterval="0")

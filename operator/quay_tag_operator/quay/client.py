@@ -58,6 +58,17 @@ class CABundle:
         return hashlib.sha256(self.pem.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class AliveTags:
+    """The alive row of each tag of one repository, by tag name."""
+
+    rows: dict[str, TagRow]
+    # Pages read; a later listing of the same repository costs about as many requests.
+    pages: int
+    # False when listing stopped at MAX_PAGES.
+    complete: bool
+
+
 class QuayClientPool:
     """Long-lived HTTP clients, one per Quay base URL and CA bundle."""
 
@@ -189,6 +200,30 @@ class QuayClient:
             "Stopped reading the history of %s/%s:%s after %d pages", namespace, repository, tag, MAX_PAGES
         )
         return TagHistory(rows=_newest_first(rows), complete=False)
+
+    async def list_alive_tags(self, namespace: str, repository: str) -> AliveTags:
+        """Read the alive row of every tag in the repository (``onlyActiveTags=true``), page by page.
+
+        A tag that moves while the pages are read may be missing from the result or
+        listed twice; when listed twice, the row that started last is kept.
+        """
+        path = f"{_repository_path(namespace, repository)}/tag/"
+        alive: dict[str, TagRow] = {}
+        for page_number in range(1, MAX_PAGES + 1):
+            params = {"onlyActiveTags": "true", "limit": str(PAGE_SIZE), "page": str(page_number)}
+            response = await self._request("GET", path, params=params)
+            page = _parse(response, TagPage)
+            if page.page != page_number:
+                raise errors.malformed_response(response, f"page {page_number} requested, page {page.page} returned")
+            for row in page.tags:
+                known = alive.get(row.name)
+                if known is None or row.start_ts > known.start_ts:
+                    alive[row.name] = row
+            if not page.has_additional or not page.tags:
+                return AliveTags(rows=alive, pages=page_number, complete=True)
+
+        logger.warning("Stopped listing the tags of %s/%s after %d pages", namespace, repository, MAX_PAGES)
+        return AliveTags(rows=alive, pages=MAX_PAGES, complete=False)
 
     async def put_tag(self, namespace: str, repository: str, tag: str, manifest_digest: str) -> None:
         """Point the tag at a manifest alive in the repository (Quay returns 404 otherwise)."""
