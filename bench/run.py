@@ -46,6 +46,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.02, help="seconds the double adds to each request")
     parser.add_argument("--refresh", type=float, default=30.0, help="refresh interval of the operator, in seconds")
     parser.add_argument("--drift", type=int, default=50, help="tags to move by hand for the drift figure")
+    parser.add_argument(
+        "--max-concurrent-requests", type=int, default=8, help="the operator's limit of requests in flight (default 8)"
+    )
+    parser.add_argument(
+        "--max-requests-per-second",
+        type=float,
+        default=0,
+        help="the operator's limit of requests per second; 0 (the default here) sets none, the operator's own default is 5",
+    )
+    parser.add_argument("--request-burst", type=int, default=25, help="the operator's burst above that rate (default 25)")
     return parser.parse_args()
 
 
@@ -131,13 +141,16 @@ def sequential_script(url: str, targets: list[tuple[str, str, str]]) -> float:
 
 
 @contextlib.contextmanager
-def operator_process(plane: ControlPlane, quay_url: str, refresh: float) -> Iterator[ManagedProcess]:
+def operator_process(plane: ControlPlane, quay_url: str, args: argparse.Namespace) -> Iterator[ManagedProcess]:
     token_file = plane.workdir / "token"
     token_file.write_text(TOKEN)
     os.environ["KUBECONFIG"] = str(plane.kubeconfig_path)
     command = [
         sys.executable, "-m", "quay_tag_operator", "--quay-url", quay_url, "--token-file", str(token_file),
-        "--refresh-interval", f"{refresh:g}s", "--history-limit", "5",
+        "--refresh-interval", f"{args.refresh:g}s", "--history-limit", "5",
+        "--max-concurrent-requests", str(args.max_concurrent_requests),
+        "--max-requests-per-second", f"{args.max_requests_per_second:g}",
+        "--request-burst", str(args.request_burst),
     ]
     operator = ManagedProcess("operator", command, plane.workdir / "operator.log")
     operator.start()
@@ -151,10 +164,41 @@ def report(name: str, value: str, note: str = "") -> None:
     print(f"{name:<48} {value:>14}  {note}", flush=True)
 
 
+def peak_per_second(arrivals: list[float]) -> int:
+    """Return the most requests that arrived within any one second."""
+    arrivals = sorted(arrivals)
+    peak = 0
+    end = 0
+    for start_index, start in enumerate(arrivals):
+        while end < len(arrivals) and arrivals[end] < start + 1.0:
+            end += 1
+        peak = max(peak, end - start_index)
+    return peak
+
+
+def convergence_bound(args: argparse.Namespace, requests: int) -> float:
+    """Return the least time ``requests`` can take under the latency, concurrency and rate limits."""
+    bound = requests * args.latency / args.max_concurrent_requests
+    if args.max_requests_per_second > 0:
+        bound = max(bound, (requests - args.request_burst) / args.max_requests_per_second)
+    return bound
+
+
+def listing_pages(quay: QuayDouble) -> int:
+    """Return the pages of 100 it takes to list every repository's alive tags once."""
+    pages = 0
+    for entry in quay.state()["repositories"]:  # type: ignore[union-attr]
+        alive = sum(1 for row in entry["tags"] if row["alive"])  # type: ignore[index]
+        pages += max(1, -(-alive // 100))
+    return pages
+
+
 def main() -> None:
     args = parse_args()
     count, repositories = args.resources, args.repositories
     print(f"{count} resources over {repositories} repositories, {args.latency * 1000:.0f} ms per Quay request")
+    rate = f"{args.max_requests_per_second:g}/s, burst {args.request_burst}" if args.max_requests_per_second else "no limit"
+    print(f"operator limits: {args.max_concurrent_requests} requests in flight, rate {rate}, refresh {args.refresh:g} s")
 
     with ControlPlane(ensure_binaries()) as plane, QuayDouble(seed(repositories)) as quay:
         plane.kubectl("apply", "-f", str(ROOT / "crds"))
@@ -168,9 +212,14 @@ def main() -> None:
             for index in range(count)
         ]
         script_seconds = sequential_script(quay.url, script_targets)
-        report("sequential script: all tags moved", f"{script_seconds:.1f} s", f"{count / script_seconds:.1f}/s")
+        script_bound = 2 * count * args.latency
+        report(
+            "sequential script: all tags moved",
+            f"{script_seconds:.1f} s",
+            f"{count / script_seconds:.1f}/s; {script_seconds / script_bound:.2f}x its bound of {script_bound:.1f} s",
+        )
 
-        with operator_process(plane, quay.url, args.refresh) as operator:
+        with operator_process(plane, quay.url, args) as operator:
             time.sleep(3)  # the operator's start-up
             quay.reset_requests()
             manifests = yaml.safe_dump_all([resource(index, repositories) for index in range(count)])
@@ -184,8 +233,18 @@ def main() -> None:
             counts = quay.request_counts()
             reads = counts.get("GET", 0)
             writes = sum(value for method, value in counts.items() if method != "GET")
-            report("operator: all Ready after apply", f"{converge:.1f} s", f"{count / converge:.1f}/s")
+            bound = convergence_bound(args, reads + writes)
+            report(
+                "operator: all Ready after apply",
+                f"{converge:.1f} s",
+                f"{count / converge:.1f}/s; {converge / bound:.2f}x the bound of {bound:.1f} s",
+            )
             report("operator vs sequential script", f"{script_seconds / converge:.1f}x faster")
+            report(
+                "most Quay requests in one second",
+                str(peak_per_second([record.received for record in quay.requests()])),
+                f"peak in flight {quay.peak_concurrency()}",
+            )
             report("Quay requests per new resource", f"{(reads + writes) / count:.2f}", f"{reads / count:.2f} reads, {writes / count:.2f} writes")
 
             # One idle refresh cycle.
@@ -199,7 +258,12 @@ def main() -> None:
                 1 for item in list_resources(plane) if versions.get(item["metadata"]["name"]) != item["metadata"]["resourceVersion"]
             )
             idle_writes = sum(value for method, value in counts.items() if method != "GET")
-            report("idle refresh cycle: Quay requests", str(sum(counts.values())), f"{counts.get('GET', 0)} reads")
+            pages = listing_pages(quay)
+            report(
+                "idle refresh cycle: Quay requests",
+                str(sum(counts.values())),
+                f"{counts.get('GET', 0)} reads; listing every repository once takes {pages}",
+            )
             report("idle refresh cycle: Quay writes", str(idle_writes))
             report("idle refresh cycle: resources written", str(changed))
             cycle_cpu = cpu_after - cpu_before
@@ -217,7 +281,11 @@ def main() -> None:
                 ),
                 timeout=args.refresh * 3,
             )
-            report(f"drift: {len(moved)} tags moved back", f"{time.monotonic() - started:.1f} s", f"refresh interval {args.refresh:g} s")
+            report(
+                f"drift: {len(moved)} tags moved back",
+                f"{time.monotonic() - started:.1f} s",
+                f"target: the refresh interval ({args.refresh:g} s) plus 5 s",
+            )
 
             peak, _ = process_figures(operator.pid or 0)
             report("operator peak RSS", f"{peak / 2**20:.0f} MiB")

@@ -26,6 +26,8 @@ SETTING_OPTIONS = (
     "history_limit",
     "request_timeout",
     "max_concurrent_requests",
+    "max_requests_per_second",
+    "request_burst",
     "metrics_port",
     "metrics_address",
 )
@@ -59,6 +61,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--request-timeout", type=float, help="seconds before a Quay request times out (default 10)")
     parser.add_argument(
         "--max-concurrent-requests", type=int, help="requests in flight to one Quay server at most (default 8)"
+    )
+    parser.add_argument(
+        "--max-requests-per-second",
+        type=float,
+        help="average requests per second to one Quay server; 0 sets no limit (default 5, as Quay's nginx allows)",
+    )
+    parser.add_argument(
+        "--request-burst", type=int, help="requests to one Quay server that may start at once above that rate (default 25)"
     )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at /metrics on this port (default: off)")
     parser.add_argument("--metrics-address", help="address the metrics endpoint listens on (default 0.0.0.0)")

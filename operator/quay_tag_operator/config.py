@@ -46,6 +46,12 @@ class OperatorConfig(BaseModel):
     allowed_hosts: tuple[str, ...] = ()
     # Requests in flight to one Quay server at most, across all resources.
     max_concurrent_requests: Annotated[int, Field(ge=1, le=256)] = 8
+    # Average requests per second to one Quay server, across all resources; 0 sets no limit.
+    # The defaults match the /api/ limit of Quay's own nginx configuration (conf/nginx in
+    # quay/quay: 5 requests per second per client address, burst 25).
+    max_requests_per_second: Annotated[float, Field(ge=0, le=10_000)] = 5.0
+    # Requests that may start at once after an idle spell, above the average rate.
+    request_burst: Annotated[int, Field(ge=1, le=10_000)] = 25
     # Port of the Prometheus /metrics endpoint; None serves no metrics.
     metrics_port: Annotated[int | None, Field(default=None, ge=1, le=65535)]
     metrics_address: str = "0.0.0.0"

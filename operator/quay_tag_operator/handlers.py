@@ -49,7 +49,12 @@ async def start(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_:
     timeout = httpx.Timeout(config.request_timeout, connect=min(5.0, config.request_timeout))
     memo.runtime = controller.Runtime(
         config=config,
-        quay=QuayClientPool(timeout=timeout, max_concurrent_requests=config.max_concurrent_requests),
+        quay=QuayClientPool(
+            timeout=timeout,
+            max_concurrent_requests=config.max_concurrent_requests,
+            max_requests_per_second=config.max_requests_per_second,
+            request_burst=config.request_burst,
+        ),
         secrets=KubernetesSecretReader(api_client),
         status_writer=StatusWriter(api_client),
     )

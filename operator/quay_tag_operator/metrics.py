@@ -27,6 +27,10 @@ RATE_LIMITED = Counter(
     "quay_tag_operator_rate_limited_total",
     "Quay answers with status 429 (rate limited).",
 )
+RATE_LIMIT_WAIT_SECONDS = Counter(
+    "quay_tag_operator_rate_limit_wait_seconds",
+    "Seconds that requests waited for the operator's own limit of requests per second to a Quay server.",
+)
 SHARED_CHECKS = Counter(
     "quay_tag_operator_shared_checks_total",
     "Periodic checks of the subscribed tags of one repository, by how the tags were read "

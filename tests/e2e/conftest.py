@@ -54,7 +54,14 @@ def operator(
     """Run the operator for one test module; a module's OPERATOR_SETTINGS add QUAY_TAG_OPERATOR_* variables."""
     token_file = tmp_path_factory.mktemp("operator") / "token"
     token_file.write_text(TOKEN + "\n")
-    settings = {"QUAY_URL": quay.url, "TOKEN_FILE": str(token_file), "HISTORY_LIMIT": "10"}
+    # No limit of requests per second: tests that create many resources would wait on it. Tests of the
+    # limit set it in OPERATOR_SETTINGS.
+    settings = {
+        "QUAY_URL": quay.url,
+        "TOKEN_FILE": str(token_file),
+        "HISTORY_LIMIT": "10",
+        "MAX_REQUESTS_PER_SECOND": "0",
+    }
     settings.update(getattr(request.module, "OPERATOR_SETTINGS", {}))
     with pytest.MonkeyPatch.context() as patch:
         for name, value in settings.items():

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from quay_tag_operator.quay import errors
-from quay_tag_operator.quay.client import MAX_BODY_BYTES, MAX_CLIENTS, QuayClient, QuayClientPool
+from quay_tag_operator.quay.client import MAX_BODY_BYTES, MAX_CLIENTS, QuayClient, QuayClientPool, RequestRate
 
 TOKEN = "secret-token-value"
 DIGEST = "sha256:" + "a" * 64
@@ -409,3 +409,43 @@ async def test_requests_to_one_server_are_limited() -> None:
     clients = [pool.client("https://quay.example.com", f"token-{index}") for index in range(20)]
     await asyncio.gather(*(client.put_tag("quayadmin", "busybox", "test", DIGEST) for client in clients))
     assert peak == 3
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_request_rate_allows_burst_then_waits() -> None:
+    clock = FakeClock()
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    rate = RequestRate(2.0, 3, clock=clock, sleep=sleep)
+
+    waits = [await rate.acquire() for _ in range(5)]
+
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert waits[3] == pytest.approx(0.5)
+    assert waits[4] == pytest.approx(0.5)
+    assert clock.now == pytest.approx(1.0)
+
+
+async def test_request_rate_refills_to_burst_only() -> None:
+    clock = FakeClock()
+    rate = RequestRate(1.0, 2, clock=clock)
+    await rate.acquire()
+    await rate.acquire()
+    clock.now = 100.0
+
+    assert await rate.acquire() == 0.0
+    assert await rate.acquire() == 0.0
+
+
+def test_request_rate_rejects_zero_rate() -> None:
+    with pytest.raises(ValueError, match="rate must be positive"):
+        RequestRate(0, 1)

@@ -14,7 +14,7 @@ import logging
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -40,6 +40,10 @@ MAX_CLIENTS = 32
 # Requests in flight to one Quay server at most, across all resources. Quay's own nginx
 # configuration allows a burst of 25 requests per client; this stays well below it.
 DEFAULT_MAX_CONCURRENT_REQUESTS = 8
+# Quay's nginx configuration (conf/nginx in quay/quay) limits /api/ to 5 requests per second
+# per client address, with a burst of 25, when rate limiting is on.
+DEFAULT_MAX_REQUESTS_PER_SECOND = 5.0
+DEFAULT_REQUEST_BURST = 25
 USER_AGENT = "quay-tag-operator"
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
@@ -56,6 +60,46 @@ class CABundle:
     @property
     def fingerprint(self) -> str:
         return hashlib.sha256(self.pem.encode()).hexdigest()
+
+
+class RequestRate:
+    """Token bucket: ``rate`` requests per second on average, up to ``burst`` at once after a pause.
+
+    Waiters are served in arrival order, because asyncio.Lock wakes its waiters first in, first out.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"rate must be positive and burst at least 1, not {rate} and {burst}")
+        self._rate = rate
+        self._burst = float(burst)
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = float(burst)
+        self._updated = clock()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> float:
+        """Wait until a request may start and return the seconds waited."""
+        waited = 0.0
+        async with self._lock:
+            while True:
+                now = self._clock()
+                self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+                self._updated = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return waited
+                pause = (1 - self._tokens) / self._rate
+                await self._sleep(pause)
+                waited += pause
 
 
 @dataclass(frozen=True)
@@ -78,11 +122,17 @@ class QuayClientPool:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+        max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND,
+        request_burst: int = DEFAULT_REQUEST_BURST,
     ) -> None:
         self._timeout = timeout
-        # One limit per Quay server, shared by every client of that server whatever its CA bundle.
+        # Limits per Quay server, shared by every client of that server whatever its CA bundle.
         self._max_concurrent_requests = max_concurrent_requests
         self._limits: dict[str, asyncio.Semaphore] = {}
+        # No rate limit when max_requests_per_second is 0.
+        self._max_requests_per_second = max_requests_per_second
+        self._request_burst = request_burst
+        self._rates: dict[str, RequestRate] = {}
         # Maximum total time of one request, however slowly its bytes arrive.
         self._deadline = 3 * (timeout.read or DEFAULT_TIMEOUT.read or 10.0)
         self._transport = transport
@@ -118,7 +168,10 @@ class QuayClientPool:
                 _, oldest = self._clients.popitem(last=False)
                 self._close_later(oldest)
         limit = self._limits.setdefault(root, asyncio.Semaphore(self._max_concurrent_requests))
-        return QuayClient(http, token, deadline=self._deadline, limit=limit)
+        rate = self._rates.get(root)
+        if rate is None and self._max_requests_per_second > 0:
+            rate = self._rates[root] = RequestRate(self._max_requests_per_second, self._request_burst)
+        return QuayClient(http, token, deadline=self._deadline, limit=limit, rate=rate)
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, OrderedDict()
@@ -149,12 +202,19 @@ class QuayClient:
     """Tag operations on one Quay server with one OAuth access token."""
 
     def __init__(
-        self, http: httpx.AsyncClient, token: str, *, deadline: float = 30.0, limit: asyncio.Semaphore | None = None
+        self,
+        http: httpx.AsyncClient,
+        token: str,
+        *,
+        deadline: float = 30.0,
+        limit: asyncio.Semaphore | None = None,
+        rate: RequestRate | None = None,
     ) -> None:
         self._http = http
         self._token = token
         self._deadline = deadline
         self._limit = limit or asyncio.Semaphore(DEFAULT_MAX_CONCURRENT_REQUESTS)
+        self._rate = rate
 
     async def list_tag_history(
         self,
@@ -271,6 +331,10 @@ class QuayClient:
             message = f"{method} {path} was not sent: the token contains characters that an HTTP header cannot carry"
             raise errors.QuayBadRequest(message, method=method, url=path) from None
         async with self._limit:
+            if self._rate is not None:
+                waited = await self._rate.acquire()
+                if waited:
+                    metrics.RATE_LIMIT_WAIT_SECONDS.inc(waited)
             return await self._send(request, method)
 
     async def _send(self, request: httpx.Request, method: str) -> httpx.Response:
@@ -292,6 +356,9 @@ class QuayClient:
             raise errors.QuayTransportError(message, method=method, url=str(request.url)) from None
         except _BodyTooLarge:
             raise errors.malformed_response(response, f"body larger than {MAX_BODY_BYTES} bytes") from None
+        except httpx.DecodingError:
+            # Not a TransportError: a body that its Content-Encoding (gzip, deflate, ...) does not decode.
+            raise errors.malformed_response(response, "body does not decode as its Content-Encoding says") from None
         finally:
             metrics.QUAY_REQUESTS.labels(method=method, status=status).inc()
             metrics.QUAY_REQUEST_SECONDS.labels(method=method).observe(time.monotonic() - started)

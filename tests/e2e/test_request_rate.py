@@ -1,0 +1,44 @@
+"""The operator's own limit of requests per second to one Quay server, seen from the double."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from quay_tag_testing.quay_double.runner import QuayDouble
+
+from .kube import Cluster, digest, repository_tag
+from .test_scale_and_paging import ready_reasons
+
+pytestmark = pytest.mark.controlplane
+
+RATE = 10
+BURST = 5
+OPERATOR_SETTINGS = {"MAX_REQUESTS_PER_SECOND": str(RATE), "REQUEST_BURST": str(BURST), "REFRESH_INTERVAL": "0"}
+RESOURCES = 25
+
+
+def test_requests_stay_under_rate(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
+    image = digest(repository + "/rated")
+    quay.add_manifest(repository, image)
+    quay.move_tag(repository, "base", image)
+    quay.reset_requests()
+
+    manifests = [repository_tag(f"rated-{index}", repository, f"t{index}", image) for index in range(RESOURCES)]
+    cluster.plane.kubectl("apply", "-n", cluster.namespace, "-f", "-", input=yaml.safe_dump_all(manifests))
+    deadline = time.monotonic() + 60
+    while ready_reasons(cluster).get("True/InSync", 0) < RESOURCES:
+        assert time.monotonic() < deadline, ready_reasons(cluster)
+        time.sleep(0.5)
+
+    arrivals = sorted(record.received for record in quay.requests())
+    # Three requests per new resource (read, PUT, read back), so the limit had to hold them back.
+    assert len(arrivals) == 3 * RESOURCES
+    assert arrivals[-1] - arrivals[0] >= (len(arrivals) - BURST) / RATE - 0.5
+    # In any one-second window, at most the burst plus one second's worth of requests arrive.
+    # The 0.1 s margin covers the time between the operator's clock and the double's.
+    for index, start in enumerate(arrivals):
+        in_window = sum(1 for arrival in arrivals[index:] if arrival < start + 1.0 - 0.1)
+        assert in_window <= BURST + RATE, f"{in_window} requests within one second from {start:.2f}"
