@@ -28,6 +28,7 @@ SETTING_OPTIONS = (
     "max_concurrent_requests",
     "max_requests_per_second",
     "request_burst",
+    "label_selector",
     "metrics_port",
     "metrics_address",
 )
@@ -72,6 +73,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at /metrics on this port (default: off)")
     parser.add_argument("--metrics-address", help="address the metrics endpoint listens on (default 0.0.0.0)")
+
+    parser.add_argument(
+        "-l",
+        "--label-selector",
+        help="reconcile only RepositoryTags with matching labels, such as shard=a or team,!legacy "
+        "(equality-based, as kubectl -l; default: all)",
+    )
 
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(

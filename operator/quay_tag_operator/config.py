@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator
 
 from quay_tag_operator.models import DURATION_PATTERN, PATTERN_RULES, URL_PATTERN, parse_duration
+from quay_tag_operator.selector import LabelSelector, parse_selector
 
 ENV_PREFIX = "QUAY_TAG_OPERATOR_"
 
@@ -52,6 +53,9 @@ class OperatorConfig(BaseModel):
     max_requests_per_second: Annotated[float, Field(ge=0, le=10_000)] = 5.0
     # Requests that may start at once after an idle spell, above the average rate.
     request_burst: Annotated[int, Field(ge=1, le=10_000)] = 25
+    # Reconcile only the RepositoryTags whose labels match, so that several operator instances
+    # can split one cluster's resources. None reconciles every resource it watches.
+    label_selector: str | None = None
     # Port of the Prometheus /metrics endpoint; None serves no metrics.
     metrics_port: Annotated[int | None, Field(default=None, ge=1, le=65535)]
     metrics_address: str = "0.0.0.0"
@@ -62,6 +66,17 @@ class OperatorConfig(BaseModel):
         if isinstance(value, str):
             return tuple(host.strip().lower() for host in value.split(",") if host.strip())
         return value
+
+    @field_validator("label_selector")
+    @classmethod
+    def _check_selector(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_selector(value)
+        return value
+
+    @property
+    def selector(self) -> LabelSelector | None:
+        return parse_selector(self.label_selector) if self.label_selector is not None else None
 
     @property
     def refresh_seconds(self) -> float:

@@ -88,7 +88,14 @@ def tag_claims(body: kopf.Body, memo: Any, **_: Any) -> dict[ClaimKey, Claim] | 
     return {key: controller.own_claim(body, spec)}
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
+def _in_shard(meta: kopf.Meta, memo: Any, **_: Any) -> bool:
+    # Resources outside the label selector belong to another operator instance. The claims
+    # index above still sees them, so conflicts across instances are found.
+    selector = memo.runtime.config.selector
+    return selector is None or bool(selector.matches(meta.labels))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_in_shard)
 async def track_tag(event: kopf.RawEvent, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
     """Start each resource's reconcile loop, wake it on a new generation, stop it on deletion."""
     # kopf passes each index as a keyword argument named after its function.
@@ -103,8 +110,8 @@ async def track_tag(event: kopf.RawEvent, body: kopf.Body, memo: Any, logger: Lo
     )
 
 
-def _deletion_requested(spec: kopf.Spec, **_: Any) -> bool:
-    return spec.get("deletionPolicy") == "Delete"
+def _deletion_requested(spec: kopf.Spec, meta: kopf.Meta, memo: Any, **_: Any) -> bool:
+    return spec.get("deletionPolicy") == "Delete" and _in_shard(meta, memo)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletion_requested, retries=30)
