@@ -25,17 +25,26 @@ async def delete_tag(
     state: TagState,
     claims: Mapping[ClaimKey, Iterable[Claim]],
     logger: Logger,
+    final_attempt: bool = False,
 ) -> None:
     """Delete the tag in Quay for a resource with deletionPolicy Delete, if it still points at our digest.
 
-    Anything else (the tag moved, Quay rejects the delete, the spec is invalid)
-    leaves the tag and lets the resource go, with an Event that gives the reason.
-    Only temporary Quay failures are retried, through kopf's handler retries.
+    Anything else (the tag moved, Quay rejects the delete, the spec is invalid, the
+    resource is suspended) leaves the tag and lets the resource go, with an Event that
+    gives the reason. Only temporary Quay failures are retried, through kopf's handler
+    retries; on the ``final_attempt`` such a failure leaves the tag too.
     """
     try:
         spec = RepositoryTagSpec.model_validate(dict(body.spec))
     except pydantic.ValidationError as error:
         reporting.report_tag_left(body, logger, f"The tag was left in Quay because the spec is invalid: {invalid_spec_message(error)}")
+        return
+
+    if spec.suspend:
+        # Suspend turns every write to Quay off, and deleting the tag is one.
+        reporting.report_tag_left(
+            body, logger, f"Tag {spec.tag} of {spec.repository} was left in Quay because the resource is suspended."
+        )
         return
 
     key = claim_key(spec, runtime.config)
@@ -84,7 +93,7 @@ async def delete_tag(
             logger.info("Tag %s of %s is already gone from Quay", spec.tag, spec.repository)
             return
         except errors.QuayError as error:
-            if error.temporary:
+            if error.temporary and not final_attempt:
                 raise kopf.TemporaryError(f"Deleting the tag failed: {error.message}", delay=10) from None
             outcome = failure_outcome(error, spec, token_source=connection.token_source, history=None)
             reporting.report_tag_left(body, logger, f"Tag {spec.tag} of {spec.repository} was left in Quay: {outcome.message}")

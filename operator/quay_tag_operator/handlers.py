@@ -114,14 +114,19 @@ def _deletion_requested(spec: kopf.Spec, meta: kopf.Meta, memo: Any, **_: Any) -
     return spec.get("deletionPolicy") == "Delete" and _in_shard(meta, memo)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletion_requested, retries=30)
-async def delete_tag(body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
+# Attempts at deleting a tag while Quay fails temporarily, 10 s apart.
+DELETE_ATTEMPTS = 30
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletion_requested, retries=DELETE_ATTEMPTS)
+async def delete_tag(body: kopf.Body, memo: Any, logger: Logger, retry: int, **kwargs: Any) -> None:
     await deletion.delete_tag(
         body=body,
         runtime=memo.runtime,
         state=controller.tag_state(memo),
         claims=kwargs["tag_claims"],
         logger=logger,
+        final_attempt=retry + 1 >= DELETE_ATTEMPTS,
     )
 
 

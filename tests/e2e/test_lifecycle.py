@@ -164,6 +164,20 @@ def test_orphan_policy_keeps_tag(cluster: Cluster, quay: QuayDouble, repository:
     assert quay.alive_digest(repository, "kept") == current
 
 
+def test_delete_leaves_tag_when_suspended(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
+    current = pushed(quay, repository, "current")
+    cluster.apply_tag("frozen", repository, "frozen", current, deletionPolicy="Delete")
+    cluster.wait_for("frozen", ready_with("True", "InSync"))
+    cluster.apply_tag("frozen", repository, "frozen", current, deletionPolicy="Delete", suspend=True)
+    cluster.wait_for("frozen", ready_with("True", "Suspended"))
+
+    cluster.plane.kubectl("delete", "repositorytag", "frozen", "-n", cluster.namespace, "--timeout=30s")
+
+    assert quay.alive_digest(repository, "frozen") == current
+    event = cluster.wait_for_event("frozen", "TagLeftInQuay")
+    assert "suspended" in event["message"]
+
+
 def test_delete_leaves_tag_moved_elsewhere(cluster: Cluster, quay: QuayDouble, repository: str) -> None:
     ours, theirs = pushed(quay, repository, "ours"), pushed(quay, repository, "theirs")
     cluster.apply_tag("moved", repository, "moved", ours, deletionPolicy="Delete", refreshInterval="0")
