@@ -31,6 +31,12 @@ SETTING_OPTIONS = (
     "label_selector",
     "metrics_port",
     "metrics_address",
+    "leader_election",
+    "leader_election_namespace",
+    "leader_election_id",
+    "leader_election_lease_duration",
+    "leader_election_renew_deadline",
+    "leader_election_retry_period",
 )
 
 
@@ -39,7 +45,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="quay-tag-operator",
         description="Keep Quay image tags at the digests that RepositoryTag resources declare.",
-        epilog=f"The options from --quay-url to --metrics-address can also be set as environment variables: "
+        epilog=f"Every option that sets an operator setting can also be set as an environment variable: "
         f"{variables}. The Kubernetes connection comes from the in-cluster service account or from KUBECONFIG.",
     )
 
@@ -73,6 +79,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at /metrics on this port (default: off)")
     parser.add_argument("--metrics-address", help="address the metrics endpoint listens on (default 0.0.0.0)")
+
+    # default=None, not False, so that an absent flag leaves QUAY_TAG_OPERATOR_LEADER_ELECTION alone.
+    parser.add_argument(
+        "--leader-election",
+        action="store_true",
+        default=None,
+        help="reconcile only while holding a coordination.k8s.io Lease, so that several replicas can run; "
+        "the others stand by until the Lease is released or expires",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        help="namespace of the Lease (default: the pod's service account namespace; required outside a pod)",
+    )
+    parser.add_argument("--leader-election-id", help="name of the Lease (default quay-tag-operator)")
+    parser.add_argument(
+        "--leader-election-lease-duration",
+        help="whole seconds that standby replicas wait after the last renewal before they take the Lease over, "
+        "such as 15s (default 15s)",
+    )
+    parser.add_argument(
+        "--leader-election-renew-deadline",
+        help="how long the leader retries a failed renewal before it stops, shorter than the lease duration "
+        "(default 10s)",
+    )
+    parser.add_argument(
+        "--leader-election-retry-period",
+        help="time between attempts to acquire or renew the Lease, shorter than the renew deadline (default 2s)",
+    )
 
     parser.add_argument(
         "-l",
@@ -111,13 +145,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     import quay_tag_operator.handlers  # noqa: F401  (registers the handlers with kopf)
 
     configure_logging(verbose=args.verbose, debug=args.debug, json_lines=args.log_format == "json")
+    # The startup handler serves the liveness URL itself while it waits for the leader election Lease.
+    memo = kopf.Memo(namespaced=bool(args.namespace), liveness_endpoint=args.liveness)
     kopf.run(
         standalone=True,
         namespaces=args.namespace,
         clusterwide=not args.namespace,
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(namespaced=bool(args.namespace)),
+        memo=memo,
     )
+    elector = memo.get("leader_elector")
+    if elector is not None and elector.lost:
+        sys.exit("quay-tag-operator: stopped after losing the leader election Lease; restart to stand by again")
 
 
 def configure_logging(*, verbose: bool, debug: bool, json_lines: bool = False) -> None:

@@ -14,10 +14,31 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator
 
-from quay_tag_operator.models import DURATION_PATTERN, PATTERN_RULES, URL_PATTERN, parse_duration
+from quay_tag_operator.models import (
+    DURATION_PATTERN,
+    OBJECT_NAME_PATTERN,
+    PATTERN_RULES,
+    URL_PATTERN,
+    parse_duration,
+)
 from quay_tag_operator.selector import LabelSelector, parse_selector
 
 ENV_PREFIX = "QUAY_TAG_OPERATOR_"
+
+# The namespace of the pod's service account, which the kubelet mounts into every pod that
+# has a token. It is the default namespace of the leader election Lease.
+SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+# A namespace name (DNS label, RFC 1123).
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+CONFIG_PATTERN_RULES = {
+    "leader_election_namespace": "must be a namespace name: up to 63 lower-case letters, digits and -",
+    "leader_election_id": "must be a Kubernetes object name: lower-case letters, digits, - and .",
+    "leader_election_lease_duration": "must be a duration such as 15s",
+    "leader_election_renew_deadline": "must be a duration such as 10s",
+    "leader_election_retry_period": "must be a duration such as 2s",
+}
 
 
 class ConfigError(ValueError):
@@ -59,6 +80,20 @@ class OperatorConfig(BaseModel):
     # Port of the Prometheus /metrics endpoint; None serves no metrics.
     metrics_port: Annotated[int | None, Field(default=None, ge=1, le=65535)]
     metrics_address: str = "0.0.0.0"
+    # Reconcile only while holding the coordination.k8s.io Lease leader_election_id in
+    # leader_election_namespace, so that several replicas never write at once.
+    leader_election: bool = False
+    # None: the namespace in SERVICE_ACCOUNT_NAMESPACE_FILE, filled in by from_env.
+    leader_election_namespace: Annotated[str | None, Field(default=None, max_length=63, pattern=NAMESPACE_PATTERN)]
+    leader_election_id: Annotated[str, Field(max_length=253, pattern=OBJECT_NAME_PATTERN)] = "quay-tag-operator"
+    # How long other replicas wait after the last renewal they saw before they take the Lease over.
+    # Whole seconds, because the Lease stores it in leaseDurationSeconds.
+    leader_election_lease_duration: Annotated[str, Field(pattern=DURATION_PATTERN)] = "15s"
+    # How long the leader keeps retrying a failed renewal before it stops reconciling. It is shorter
+    # than the lease duration, so that the leader stops before another replica may start.
+    leader_election_renew_deadline: Annotated[str, Field(pattern=DURATION_PATTERN)] = "10s"
+    # Time between two attempts to acquire or renew the Lease.
+    leader_election_retry_period: Annotated[str, Field(pattern=DURATION_PATTERN)] = "2s"
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod
@@ -82,15 +117,46 @@ class OperatorConfig(BaseModel):
     def refresh_seconds(self) -> float:
         return parse_duration(self.refresh_interval)
 
+    @property
+    def lease_duration_seconds(self) -> int:
+        return int(parse_duration(self.leader_election_lease_duration))
+
+    @property
+    def renew_deadline_seconds(self) -> float:
+        return parse_duration(self.leader_election_renew_deadline)
+
+    @property
+    def retry_period_seconds(self) -> float:
+        return parse_duration(self.leader_election_retry_period)
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
-        """Read the settings from ``QUAY_TAG_OPERATOR_<FIELD>`` variables; empty ones are unset."""
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        namespace_file: Path = SERVICE_ACCOUNT_NAMESPACE_FILE,
+    ) -> OperatorConfig:
+        """Read the settings from ``QUAY_TAG_OPERATOR_<FIELD>`` variables; empty ones are unset.
+
+        With leader election on and no namespace set, the Lease's namespace is read from
+        ``namespace_file``, the pod's service account namespace.
+        """
         environ = os.environ if environ is None else environ
         values = {}
         for name in cls.model_fields:
             value = environ.get(ENV_PREFIX + name.upper(), "").strip()
             if value:
                 values[name] = value
+        config = cls._validate(values)
+        if config.leader_election and config.leader_election_namespace is None:
+            values["leader_election_namespace"] = _read_service_account_namespace(namespace_file)
+            config = cls._validate(values)
+        if config.leader_election:
+            config._check_leader_election_timing()
+        return config
+
+    @classmethod
+    def _validate(cls, values: Mapping[str, str]) -> OperatorConfig:
         try:
             return cls.model_validate(values)
         except ValidationError as error:
@@ -98,5 +164,39 @@ class OperatorConfig(BaseModel):
             name = str(first["loc"][0])
             rule = first["msg"]
             if first["type"] == "string_pattern_mismatch":
-                rule = PATTERN_RULES.get(name, rule)
+                rule = PATTERN_RULES.get(name) or CONFIG_PATTERN_RULES.get(name, rule)
             raise ConfigError(f"Invalid {ENV_PREFIX}{name.upper()}: {rule}") from None
+
+    def _check_leader_election_timing(self) -> None:
+        """Raise ConfigError unless retry period < renew deadline < lease duration, the order client-go checks too."""
+        lease_duration = parse_duration(self.leader_election_lease_duration)
+        if lease_duration < 1 or lease_duration != int(lease_duration):
+            raise ConfigError(
+                f"Invalid {ENV_PREFIX}LEADER_ELECTION_LEASE_DURATION: must be whole seconds, at least 1s, "
+                "because the Lease stores it in leaseDurationSeconds"
+            )
+        if not 0 < self.renew_deadline_seconds < lease_duration:
+            raise ConfigError(
+                f"Invalid {ENV_PREFIX}LEADER_ELECTION_RENEW_DEADLINE: must be above 0 and shorter than the "
+                f"lease duration ({self.leader_election_lease_duration}), so that the leader stops before "
+                "another replica may take the Lease over"
+            )
+        if not 0 < self.retry_period_seconds < self.renew_deadline_seconds:
+            raise ConfigError(
+                f"Invalid {ENV_PREFIX}LEADER_ELECTION_RETRY_PERIOD: must be above 0 and shorter than the "
+                f"renew deadline ({self.leader_election_renew_deadline}), so that a failed renewal is retried"
+            )
+
+
+def _read_service_account_namespace(path: Path) -> str:
+    try:
+        namespace = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        namespace = ""
+    if not namespace:
+        raise ConfigError(
+            f"Missing {ENV_PREFIX}LEADER_ELECTION_NAMESPACE: leader election needs the namespace of its Lease, "
+            f"and {path} (the pod's service account namespace) is missing or empty. "
+            "Set --leader-election-namespace."
+        )
+    return namespace

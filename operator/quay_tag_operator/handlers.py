@@ -5,6 +5,7 @@ Each one delegates to controller.py.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -13,7 +14,7 @@ import kopf
 import kubernetes
 import pydantic
 
-from quay_tag_operator import controller, deletion, metrics
+from quay_tag_operator import controller, deletion, leadership, metrics
 from quay_tag_operator.claims import Claim, ClaimKey, claim_key
 from quay_tag_operator.config import OperatorConfig
 from quay_tag_operator.credentials import KubernetesSecretReader
@@ -58,6 +59,21 @@ async def start(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_:
         secrets=KubernetesSecretReader(api_client),
         status_writer=StatusWriter(api_client),
     )
+
+    # Leader election comes after the runtime is built, because the kubernetes client takes about
+    # 0.5 s to import its API classes, and a new leader should start kopf without that delay.
+    # kopf starts no watch before this handler returns, so a standby replica neither reads nor
+    # writes RepositoryTags, and it makes no request to Quay.
+    # The Lease gets a client that does not retry a failed connection, so that a renewal never
+    # waits behind retries. When kopf retries this handler, the candidate from the failed attempt
+    # renews the Lease it holds.
+    if config.leader_election:
+        elector: leadership.LeaderElector | None = getattr(memo, "leader_elector", None)
+        if elector is None:
+            elector = leadership.create_elector(config, _kubernetes_api_client(retries=0), logger)
+            memo.leader_elector = elector
+        await leadership.lead(elector, liveness_endpoint=getattr(memo, "liveness_endpoint", None), logger=logger)
+        elector.keep_leading(on_lost=lambda: _stop_leading(memo, logger))
     logger.info(
         "Started with Quay URL %s, token file %s, refresh interval %s, history limit %d",
         config.quay_url or "(none: each resource sets spec.connection.url)",
@@ -72,7 +88,24 @@ async def stop(memo: Any, **_: Any) -> None:
     runtime: controller.Runtime | None = getattr(memo, "runtime", None)
     if runtime is not None:
         await runtime.stop_loops()
+    # Released only after the loops have stopped, so that the next leader never overlaps with them.
+    elector: leadership.LeaderElector | None = getattr(memo, "leader_elector", None)
+    if elector is not None:
+        await elector.close()
+    if runtime is not None:
         await runtime.quay.aclose()
+
+
+async def _stop_leading(memo: Any, logger: Logger) -> None:
+    """Stop every reconcile loop once the Lease is lost, then make kopf stop, so the pod restarts as a standby."""
+    await memo.runtime.stop_loops()
+    logger.error("Stopped all reconcile loops after losing the leader election Lease; the operator stops now")
+    leadership.request_operator_stop(logger)
+
+
+def _lost_leadership(memo: Any) -> bool:
+    elector: leadership.LeaderElector | None = getattr(memo, "leader_elector", None)
+    return elector is not None and not elector.leading
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -98,6 +131,9 @@ def _in_shard(meta: kopf.Meta, memo: Any, **_: Any) -> bool:
 @kopf.on.event(GROUP, VERSION, PLURAL, when=_in_shard)
 async def track_tag(event: kopf.RawEvent, body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
     """Start each resource's reconcile loop, wake it on a new generation, stop it on deletion."""
+    # Between losing the Lease and kopf's stop, watch events still arrive; they start no loop.
+    if _lost_leadership(memo):
+        return
     # kopf passes each index as a keyword argument named after its function.
     claims: kopf.Index[ClaimKey, Claim] = kwargs["tag_claims"]
     controller.observe(
@@ -120,6 +156,11 @@ DELETE_ATTEMPTS = 30
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletion_requested, retries=DELETE_ATTEMPTS)
 async def delete_tag(body: kopf.Body, memo: Any, logger: Logger, retry: int, **kwargs: Any) -> None:
+    if _lost_leadership(memo):
+        # Neither delete the tag in Quay nor let kopf remove the finalizer or record a retry:
+        # wait until kopf cancels this handler as it stops, and let the next leader delete the tag.
+        # NOTE: kopf itself may still add its finalizer to a new resource in this short window.
+        await asyncio.Event().wait()
     await deletion.delete_tag(
         body=body,
         runtime=memo.runtime,
@@ -130,9 +171,11 @@ async def delete_tag(body: kopf.Body, memo: Any, logger: Logger, retry: int, **k
     )
 
 
-def _kubernetes_api_client() -> Any:
+def _kubernetes_api_client(retries: int | None = None) -> Any:
     # In a pod, the service account; elsewhere, KUBECONFIG or ~/.kube/config, as kopf does.
+    # retries: urllib3's retries of a failed connection; None keeps urllib3's default of 3.
     configuration = kubernetes.client.Configuration()
+    configuration.retries = retries
     try:
         kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:

@@ -71,8 +71,6 @@ def test_deployment_is_hardened(control_plane: ControlPlane, overlay: str) -> No
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
 
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -82,6 +80,51 @@ def test_deployment_is_hardened(control_plane: ControlPlane, overlay: str) -> No
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["args"][:2] == ["--liveness", "http://0.0.0.0:8080/healthz"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_deployment_rolls_two_leader_replicas(control_plane: ControlPlane, overlay: str) -> None:
+    deployment = next(document for document in render(control_plane, overlay) if document["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    environment = {variable["name"]: variable for variable in container["env"]}
+    namespace_source = environment["QUAY_TAG_OPERATOR_LEADER_ELECTION_NAMESPACE"]["valueFrom"]["fieldRef"]
+
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    assert "--leader-election" in container["args"]
+    assert namespace_source["fieldPath"] == "metadata.namespace"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_lease_role_in_operator_namespace(control_plane: ControlPlane, overlay: str) -> None:
+    documents = render(control_plane, overlay)
+    deployment = next(document for document in documents if document["kind"] == "Deployment")
+    lease_rules = [
+        (document, rule)
+        for document in documents
+        if document["kind"] in {"Role", "ClusterRole"}
+        for rule in document["rules"]
+        if "leases" in rule["resources"]
+    ]
+    verbs = {verb for _, rule in lease_rules for verb in rule["verbs"]}
+
+    assert verbs == {"get", "create", "update"}
+    for document, rule in lease_rules:
+        assert document["kind"] == "Role"
+        assert document["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+        assert rule["apiGroups"] == ["coordination.k8s.io"]
+        if set(rule["verbs"]) & {"get", "update"}:
+            assert rule["resourceNames"] == ["quay-tag-operator"]
+    role_names = {document["metadata"]["name"] for document, _ in lease_rules}
+    bindings = [
+        document
+        for document in documents
+        if document["kind"] == "RoleBinding" and document["roleRef"]["name"] in role_names
+    ]
+    assert [binding["subjects"][0]["name"] for binding in bindings] == ["quay-tag-operator"]
 
 
 def test_namespaced_watches_own_namespace(control_plane: ControlPlane) -> None:

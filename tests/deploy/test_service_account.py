@@ -53,16 +53,26 @@ def relocate(document: dict[str, Any], namespace: str, suffix: str) -> dict[str,
     return relocated
 
 
-def install_identity(plane: ControlPlane, overlay: str, workdir: Path) -> tuple[str, Path]:
-    """Install the overlay's RBAC in a new namespace, and return that namespace and a kubeconfig for its service account."""
+def install_identity(
+    plane: ControlPlane,
+    overlay: str,
+    workdir: Path,
+    edit_rbac: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+) -> tuple[str, Path]:
+    """Install the overlay's RBAC in a new namespace, and return that namespace and a kubeconfig for its service account.
+
+    ``edit_rbac`` may change the relocated RBAC objects before they are applied.
+    """
     suffix = secrets.token_hex(3)
     namespace = f"operator-{overlay}-{suffix}"
     documents = [relocate(document, namespace, suffix) for document in render(plane, overlay)]
     rbac = [document for document in documents if document["kind"] in RBAC_KINDS]
+    if edit_rbac is not None:
+        rbac = edit_rbac(rbac)
     plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
 
     token = plane.kubectl("create", "token", OPERATOR_NAMESPACE, "-n", namespace, "--duration=1h").stdout.strip()
-    kubeconfig = workdir / f"{overlay}.kubeconfig"
+    kubeconfig = workdir / f"{namespace}.kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(
             {
@@ -90,6 +100,30 @@ def operator_args(documents: list[dict[str, Any]], namespace: str) -> list[str]:
         assert args[args.index("-n") + 1] == OPERATOR_NAMESPACE
         scope = ["--namespace", namespace]
     return ["run", "--standalone", "--verbose", *scope, "-m", "quay_tag_operator.handlers"]
+
+
+def deployment_container_args(documents: list[dict[str, Any]]) -> list[str]:
+    deployment = next(document for document in documents if document["kind"] == "Deployment")
+    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+def lease_spec(plane: ControlPlane, namespace: str) -> dict[str, Any]:
+    """Return the spec of the leader election Lease in ``namespace``, or {} while it does not exist."""
+    result = plane.kubectl("get", "lease", "quay-tag-operator", "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        return {}
+    spec: dict[str, Any] = json.loads(result.stdout)["spec"]
+    return spec
+
+
+def wait_for_lease_renewal(plane: ControlPlane, namespace: str) -> dict[str, Any]:
+    """Wait until the operator has created the Lease and renewed it once, which needs get, create and update."""
+    return poll(  # type: ignore[no-any-return]
+        "a renewed Lease",
+        lambda: lease_spec(plane, namespace),
+        lambda spec: bool(spec.get("holderIdentity")) and spec.get("renewTime") != spec.get("acquireTime"),
+    )
 
 
 def poll(description: str, read: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 30.0) -> Any:
@@ -124,6 +158,10 @@ def operator_as(plane: ControlPlane, quay: QuayDouble, overlay: str, workdir: Pa
         patch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
         patch.setenv("QUAY_TAG_OPERATOR_QUAY_URL", quay.url)
         patch.setenv("QUAY_TAG_OPERATOR_TOKEN_FILE", str(token_file))
+        if "--leader-election" in deployment_container_args(render(plane, overlay)):
+            # The Deployment puts the Lease in the pod's namespace, which is the identity's namespace here.
+            patch.setenv("QUAY_TAG_OPERATOR_LEADER_ELECTION", "true")
+            patch.setenv("QUAY_TAG_OPERATOR_LEADER_ELECTION_NAMESPACE", namespace)
         with KopfRunner(operator_args(render(plane, overlay), namespace), timeout=60) as runner:
             yield namespace, runner
     assert runner.exception is None, runner.output
@@ -170,7 +208,10 @@ def test_cluster_wide_reconciles_other_namespace(
     with operator_as(control_plane, quay, "cluster-wide", tmp_path) as (operator_namespace, runner):
         assert namespace != operator_namespace
         event = reconcile_one(control_plane, quay, namespace)
+        wait_for_lease_renewal(control_plane, operator_namespace)
 
+    # The operator released the Lease when it stopped.
+    assert lease_spec(control_plane, operator_namespace).get("holderIdentity", "") == ""
     assert event["source"]["component"] == "quay-tag-operator"
     assert "Moved tag prod" in runner.output
     assert "Forbidden" not in runner.output
@@ -182,7 +223,9 @@ def test_namespaced_reconciles_own_namespace(
 ) -> None:
     with operator_as(control_plane, quay, "namespaced", tmp_path) as (operator_namespace, runner):
         event = reconcile_one(control_plane, quay, operator_namespace)
+        wait_for_lease_renewal(control_plane, operator_namespace)
 
+    assert lease_spec(control_plane, operator_namespace).get("holderIdentity", "") == ""
     assert event["source"]["component"] == "quay-tag-operator"
     assert "Moved tag prod" in runner.output
     assert "Forbidden" not in runner.output
