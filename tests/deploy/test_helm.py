@@ -255,6 +255,9 @@ def test_template_sets_operator_options(helm: Helm) -> None:
         "--set", "allowedHosts={quay.io,registry.internal:*}",
         "--set", "refreshInterval=1h30m",
         "--set", "maxConcurrentRequests=4",
+        "--set-json", "maxRequestsPerSecond=2.5",
+        "--set", "requestBurst=10",
+        "--set-string", "labelSelector=shard=east",
         "--set", "logFormat=json",
     )  # fmt: skip
 
@@ -263,6 +266,9 @@ def test_template_sets_operator_options(helm: Helm) -> None:
     assert variables["QUAY_TAG_OPERATOR_ALLOWED_HOSTS"] == "quay.io,registry.internal:*"
     assert variables["QUAY_TAG_OPERATOR_REFRESH_INTERVAL"] == "1h30m"
     assert variables["QUAY_TAG_OPERATOR_MAX_CONCURRENT_REQUESTS"] == "4"
+    assert variables["QUAY_TAG_OPERATOR_MAX_REQUESTS_PER_SECOND"] == "2.5"
+    assert variables["QUAY_TAG_OPERATOR_REQUEST_BURST"] == "10"
+    assert variables["QUAY_TAG_OPERATOR_LABEL_SELECTOR"] == "shard=east"
     assert container(documents)["args"][-2:] == ["--log-format", "json"]
 
 
@@ -273,6 +279,9 @@ def test_template_leaves_unset_options_out(helm: Helm) -> None:
     assert "QUAY_TAG_OPERATOR_ALLOWED_HOSTS" not in variables
     assert "QUAY_TAG_OPERATOR_REFRESH_INTERVAL" not in variables
     assert "QUAY_TAG_OPERATOR_MAX_CONCURRENT_REQUESTS" not in variables
+    assert "QUAY_TAG_OPERATOR_MAX_REQUESTS_PER_SECOND" not in variables
+    assert "QUAY_TAG_OPERATOR_REQUEST_BURST" not in variables
+    assert "QUAY_TAG_OPERATOR_LABEL_SELECTOR" not in variables
     assert "QUAY_TAG_OPERATOR_METRICS_PORT" not in variables
 
 
@@ -409,6 +418,9 @@ def test_notes_name_secret_and_scope(helm: Helm) -> None:
         ({"refreshInterval": "5 minutes"}, "/refreshInterval"),
         ({"maxConcurrentRequests": 0}, "/maxConcurrentRequests"),
         ({"maxConcurrentRequests": 257}, "/maxConcurrentRequests"),
+        ({"maxRequestsPerSecond": -1}, "/maxRequestsPerSecond"),
+        ({"requestBurst": 0}, "/requestBurst"),
+        ({"labelSelector": "shard in (a, b)"}, "/labelSelector"),
         ({"logFormat": "xml"}, "/logFormat"),
         ({"metrics": {"enabled": True, "port": 70000}}, "/metrics/port"),
         ({"leaderElection": {"enabled": True, "leaseName": "other"}}, "leaseName"),
@@ -435,6 +447,9 @@ def test_schema_rejects_bad_value(helm: Helm, tmp_path: Path, values: dict[str, 
         {"refreshInterval": "0"},
         {"refreshInterval": "90s"},
         {"maxConcurrentRequests": 256},
+        {"maxRequestsPerSecond": 0},
+        {"maxRequestsPerSecond": 0.5},
+        {"labelSelector": "shard=east,!legacy"},
         {"allowedHosts": ["*", "http://quay.internal:8080", "quay.example.com:*"]},
         {"replicas": 0},
     ],

@@ -46,7 +46,7 @@ operator watches every namespace, in a Role of the release namespace otherwise.
 # for deletionPolicy Delete, the finalizer.
 - apiGroups: [quaytag.dev]
   resources: [repositorytags]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 # The status writer merge-patches the status subresource.
 - apiGroups: [quaytag.dev]
   resources: [repositorytags/status]
