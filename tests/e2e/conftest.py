@@ -12,7 +12,7 @@ from kopf.testing import KopfRunner
 from quay_tag_testing.controlplane.server import ControlPlane
 from quay_tag_testing.quay_double.runner import QuayDouble
 
-from .kube import Cluster, digest
+from .kube import Cluster, digest, run_operator
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "repositorytags.quaytag.dev.yaml"
@@ -63,14 +63,8 @@ def operator(
         "MAX_REQUESTS_PER_SECOND": "0",
     }
     settings.update(getattr(request.module, "OPERATOR_SETTINGS", {}))
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in settings.items():
-            patch.setenv(f"QUAY_TAG_OPERATOR_{name}", value)
-        args = ["run", "--all-namespaces", "--standalone", "--verbose", "-m", "quay_tag_operator.handlers"]
-        with KopfRunner(args, timeout=60) as runner:
-            yield runner
-    assert runner.exception is None, runner.output
-    assert runner.exit_code == 0, runner.output
+    with run_operator(settings) as runner:
+        yield runner
 
 
 @pytest.fixture

@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 import yaml
+from kopf.testing import KopfRunner
 
 from quay_tag_testing.controlplane.server import ControlPlane
+from quay_tag_testing.quay_double.runner import QuayDouble
 
 
 def digest(label: str) -> str:
     """Return a valid, made-up sha256 digest that is stable for ``label``."""
     return "sha256:" + hashlib.sha256(label.encode()).hexdigest()
+
+
+def tag_rows(quay: QuayDouble, repository: str) -> list[dict[str, Any]]:
+    """Return every tag row of a repository in the double, as its admin API's state lists them."""
+    state: Any = quay.state()
+    for entry in state["repositories"]:
+        if entry["repository"] == repository:
+            rows: list[dict[str, Any]] = entry["tags"]
+            return rows
+    raise AssertionError(f"the double has no repository {repository}")
+
+
+@contextlib.contextmanager
+def run_operator(settings: Mapping[str, str]) -> Iterator[KopfRunner]:
+    """Run the operator under KopfRunner with QUAY_TAG_OPERATOR_<NAME> set from ``settings``.
+
+    The runner's output can be read only after the block ends, when the operator has stopped.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in settings.items():
+            patch.setenv(f"QUAY_TAG_OPERATOR_{name}", value)
+        args = ["run", "--all-namespaces", "--standalone", "--verbose", "-m", "quay_tag_operator.handlers"]
+        with KopfRunner(args, timeout=60) as runner:
+            yield runner
+    assert runner.exception is None, runner.output
+    assert runner.exit_code == 0, runner.output
 
 
 class Cluster:

@@ -119,6 +119,69 @@ def test_fault_drop_closes_connection(quay: QuayDouble, api: httpx.Client) -> No
     assert records[1].fault is False
 
 
+def test_fault_body_delay_sends_half_then_rest(quay: QuayDouble, api: httpx.Client) -> None:
+    quay.add_fault(status=200, body='{"tags": [], "page": 1, "has_additional": false}', body_delay=0.4, count=1)
+
+    started = time.monotonic()
+    with api.stream("GET", TAG_URL) as response:
+        headers_after = time.monotonic() - started
+        body = response.read()
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 200
+    assert headers_after < 0.3
+    assert elapsed >= 0.4
+    assert body == b'{"tags": [], "page": 1, "has_additional": false}'
+
+
+def test_fault_body_delay_times_out_mid_body(quay: QuayDouble, api: httpx.Client) -> None:
+    quay.add_fault(status=200, body='{"tags": []}', body_delay=1.0, count=1)
+
+    with api.stream("GET", TAG_URL, timeout=0.2) as response:
+        assert response.status_code == 200
+        with pytest.raises(httpx.ReadTimeout):
+            response.read()
+
+    assert api.get(TAG_URL).status_code == 200
+
+
+def test_fault_response_delay_applies_write_first(quay: QuayDouble, api: httpx.Client) -> None:
+    quay.add_fault(method="PUT", response_delay=1.0, count=1)
+
+    with pytest.raises(httpx.ReadTimeout):
+        api.put(TAG_URL + "latest", json={"manifest_digest": SECOND}, timeout=0.3)
+
+    # The response is still held, but the tag has already moved and the log has the outcome.
+    assert quay.alive_digest(REPOSITORY, "latest") == SECOND
+    put = [record for record in quay.requests() if record.method == "PUT"]
+    assert len(put) == 1
+    assert put[0].status == 201
+
+
+def test_fault_response_delay_then_response(quay: QuayDouble, api: httpx.Client) -> None:
+    quay.add_fault(method="PUT", response_delay=0.3, count=1)
+
+    started = time.monotonic()
+    response = api.put(TAG_URL + "latest", json={"manifest_digest": SECOND})
+
+    assert response.status_code == 201
+    assert time.monotonic() - started >= 0.3
+    assert quay.requests()[-1].status == 201
+
+
+def test_request_log_records_arrival_times(quay: QuayDouble, api: httpx.Client) -> None:
+    before = time.monotonic()
+    api.get(TAG_URL)
+    time.sleep(0.05)
+    api.get(TAG_URL)
+    after = time.monotonic()
+
+    first, second = quay.requests()
+
+    assert before <= first.received <= second.received <= after
+    assert second.received - first.received >= 0.05
+
+
 def test_faults_never_hit_admin_routes(quay: QuayDouble, admin: httpx.Client) -> None:
     quay.add_fault(status=500)
     quay.add_fault(drop=True)
@@ -176,6 +239,12 @@ def test_fault_rule_rejects_bad_fields() -> None:
         FaultRule(body="x")
     with pytest.raises(ValueError):
         FaultRule(status=700)
+    with pytest.raises(ValueError, match="need a status"):
+        FaultRule(body_delay=1.0)
+    with pytest.raises(ValueError, match="response_delay"):
+        FaultRule(status=500, response_delay=1.0)
+    with pytest.raises(ValueError, match="response_delay"):
+        FaultRule(drop=True, response_delay=1.0)
 
 
 def test_admin_api_faults(quay: QuayDouble, api: httpx.Client, admin: httpx.Client) -> None:
@@ -230,6 +299,7 @@ def test_admin_api_request_log(api: httpx.Client, admin: httpx.Client) -> None:
     reset = admin.delete("requests")
 
     assert body["counts"] == {"GET": 2}
+    received = body["requests"][0].pop("received")
     assert body["requests"][0] == {
         "method": "GET",
         "path": f"/api/v1/repository/{REPOSITORY}/tag/",
@@ -237,6 +307,8 @@ def test_admin_api_request_log(api: httpx.Client, admin: httpx.Client) -> None:
         "status": 200,
         "fault": False,
     }
+    assert isinstance(received, float)
+    assert body["requests"][1]["received"] >= received
     assert body["requests"][1]["status"] == 308
     assert reset.status_code == 204
     assert admin.get("requests").json() == {"requests": [], "counts": {}}

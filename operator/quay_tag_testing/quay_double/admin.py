@@ -30,8 +30,9 @@ Unknown keys in a body are rejected, so a typo fails loudly.
     ["ns/name@sha256:...", ...]}``.
 ``GET /__double__/requests``
     The log of Quay API requests, ``{"requests": [{"method", "path", "query",
-    "status", "fault"}, ...], "counts": {"GET": N, ...}}``. ``status`` is null while
-    a request is in flight and for a dropped connection.
+    "status", "fault", "received"}, ...], "counts": {"GET": N, ...}}``. ``status`` is
+    null while a request is in flight and for a dropped connection. ``received`` is the
+    double's monotonic clock in seconds when the request arrived.
 ``DELETE /__double__/requests``
     Empties the request log. Returns 204.
 ``GET /__double__/faults``
@@ -40,7 +41,8 @@ Unknown keys in a body are rejected, so a typo fails loudly.
     Adds a fault rule for the Quay API routes and returns 201 and ``{"id": N}``.
     The body has the fields of :class:`FaultRule`: ``method``, ``path`` (a regex
     searched in the request path), ``status``, ``body``, ``content_type``,
-    ``headers``, ``delay`` (seconds), ``drop`` and ``count`` (null until cleared).
+    ``headers``, ``delay`` (seconds), ``drop``, ``body_delay`` and ``response_delay``
+    (seconds) and ``count`` (null until cleared).
 ``DELETE /__double__/faults``
     Removes every fault rule. Returns 204.
 ``POST /__double__/latency``

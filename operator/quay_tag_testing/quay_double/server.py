@@ -185,6 +185,8 @@ async def _serve_api_request(request: web.Request, handler: Handler, traffic: Tr
         if fault.status is not None:
             logger.info("fault: responding to %s %s with %d", request.method, request.path, fault.status)
             traffic.finish_request(request_id, fault.status, fault=True)
+            if fault.body_delay > 0:
+                return await _send_slow_fault_response(request, fault)
             return _fault_response(fault)
 
     try:
@@ -195,6 +197,10 @@ async def _serve_api_request(request: web.Request, handler: Handler, traffic: Tr
         raise
     traffic.finish_request(request_id, response.status)
     logger.debug("%s %s -> %d", request.method, request.path, response.status)
+    if fault is not None and fault.response_delay > 0:
+        # The registry has already applied the request; only the response waits.
+        logger.info("fault: holding the %d response to %s %s", response.status, request.method, request.path)
+        await asyncio.sleep(fault.response_delay)
     return response
 
 
@@ -242,15 +248,38 @@ def _error_response(request: web.Request, error: QuayError) -> web.Response:
 
 def _fault_response(fault: FaultRule) -> web.Response:
     assert fault.status is not None
-    if isinstance(fault.body, (dict, list)):
-        payload = json.dumps(fault.body).encode()
-    else:
-        payload = (fault.body or "").encode()
-    response = web.Response(status=fault.status, body=payload)
+    response = web.Response(status=fault.status, body=_fault_payload(fault))
     # Set the header directly so that aiohttp does not add a charset to it.
     response.headers["Content-Type"] = fault.response_content_type()
     response.headers.update(fault.headers)
     return response
+
+
+async def _send_slow_fault_response(request: web.Request, fault: FaultRule) -> web.StreamResponse:
+    """Send the status, the headers with the full Content-Length and half the body, then the rest after ``body_delay``."""
+    assert fault.status is not None
+    payload = _fault_payload(fault)
+    response = web.StreamResponse(status=fault.status)
+    response.headers["Content-Type"] = fault.response_content_type()
+    response.headers.update(fault.headers)
+    response.content_length = len(payload)
+    half = len(payload) // 2
+    try:
+        await response.prepare(request)
+        await response.write(payload[:half])
+        await asyncio.sleep(fault.body_delay)
+        await response.write(payload[half:])
+        await response.write_eof()
+    except ConnectionError:
+        # The client gave up waiting for the rest of the body, which is what the fault provokes.
+        logger.info("fault: the client of %s %s closed the connection mid-body", request.method, request.path)
+    return response
+
+
+def _fault_payload(fault: FaultRule) -> bytes:
+    if isinstance(fault.body, (dict, list)):
+        return json.dumps(fault.body).encode()
+    return (fault.body or "").encode()
 
 
 def _drop_connection(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ from .errors import JSONValue
 class FaultRule(BaseModel):
     """A canned response for the Quay API requests that match ``method`` and ``path``.
 
-    A rule with a ``status`` sends its response in place of the double's. A rule with ``drop``
-    closes the connection without any response. A rule with neither only adds its
-    ``delay`` and then lets the double respond. The first matching rule in the order of
+    A rule with a ``status`` sends its response in place of the double's. With ``body_delay``
+    it sends the headers and the first half of the body, then waits before the rest. A rule
+    with ``drop`` closes the connection without any response. A rule with neither only adds
+    its ``delay`` and lets the double handle the request. With ``response_delay`` it then
+    delays the response, after the double has applied the request. The first matching rule in the order of
     addition applies, and it is removed after ``count`` uses, or kept until cleared
     when ``count`` is None.
     """
@@ -43,6 +46,17 @@ class FaultRule(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers, such as Retry-After.")
     delay: float = Field(default=0.0, ge=0, description="Seconds to wait before responding or dropping the connection.")
     drop: bool = False
+    body_delay: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds to wait between the first half of the body and the rest. Needs a status.",
+    )
+    response_delay: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds to hold the double's own response after it handled the request, so that a "
+        "write has already taken effect. Not allowed with status or drop.",
+    )
     count: int | None = Field(
         default=None, ge=1, description="Number of requests the rule applies to. None means until cleared."
     )
@@ -67,8 +81,10 @@ class FaultRule(BaseModel):
             raise ValueError(
                 "a rule with drop=true sends no response, so it cannot set status, body, headers or content_type"
             )
-        if self.status is None and (self.body is not None or self.headers or self.content_type):
-            raise ValueError("body, headers and content_type need a status")
+        if self.status is None and (self.body is not None or self.headers or self.content_type or self.body_delay):
+            raise ValueError("body, headers, content_type and body_delay need a status")
+        if self.response_delay and (self.status is not None or self.drop):
+            raise ValueError("response_delay delays the double's own response, so it is invalid with status or drop")
         return self
 
     def matches(self, method: str, path: str) -> bool:
@@ -90,6 +106,7 @@ class RequestRecord:
 
     ``status`` is None while the request is in flight and for a dropped connection.
     ``fault`` is true when a fault rule with a status or ``drop`` decided the outcome.
+    ``received`` is the double's ``time.monotonic()`` when the request arrived, in seconds.
     """
 
     method: str
@@ -97,10 +114,18 @@ class RequestRecord:
     query: dict[str, str]
     status: int | None
     fault: bool
+    received: float = 0.0
 
     def to_json(self) -> dict[str, JSONValue]:
         query: dict[str, JSONValue] = dict(self.query)
-        return {"method": self.method, "path": self.path, "query": query, "status": self.status, "fault": self.fault}
+        return {
+            "method": self.method,
+            "path": self.path,
+            "query": query,
+            "status": self.status,
+            "fault": self.fault,
+            "received": self.received,
+        }
 
 
 @dataclass
@@ -179,7 +204,7 @@ class TrafficControl:
         with self._lock:
             request_id = self._next_request_id
             self._next_request_id += 1
-            self._requests.append(_LoggedRequest(request_id, RequestRecord(method, path, dict(query), None, False)))
+            self._requests.append(_LoggedRequest(request_id, RequestRecord(method, path, dict(query), None, False, time.monotonic())))
             return request_id
 
     def finish_request(self, request_id: int, status: int | None, fault: bool = False) -> None:
