@@ -9,10 +9,11 @@ case it runs against an older CRD.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "quaytag.dev"
@@ -25,11 +26,17 @@ KIND = "RepositoryTag"
 REPOSITORY_PATTERN = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*/[a-z0-9][.a-z0-9_-]{0,254}$"
 TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
-URL_PATTERN = r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$"
+# A percent sign in the path must start an escape of two hex digits, as Go's url.Parse, which the
+# CRD's url() rule calls, requires.
+URL_PATTERN = r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/([A-Za-z0-9._~/-]|%[0-9A-Fa-f]{2})*)?$"
 # A Kubernetes object name (DNS subdomain, RFC 1123).
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # Go's duration syntax as Kubernetes and Argo CD users write it ("90s", "5m", "1h30m"), or "0".
 DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
+# RFC 3339 date-time, the form of the CRD's format: date-time, with an offset that Python and RFC 3339
+# accept (hours 00-23, minutes 00-59).
+RFC3339_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+EXPIRATION_RULE = "must be an RFC 3339 time with a time zone, such as 2027-01-31T00:00:00Z"
 MIN_REFRESH_INTERVAL = 10.0
 MAX_REFRESH_INTERVAL = 7 * 24 * 3600.0
 
@@ -85,11 +92,18 @@ class Connection(_CamelModel):
 
     @field_validator("url")
     @classmethod
-    def _check_port(cls, value: str | None) -> str | None:
+    def _check_host_and_port(cls, value: str | None) -> str | None:
         if value is not None:
             port = re.match(r"^https?://[^/]*?(?::([0-9]+))?(?:/|$)", value)
             if port is not None and port.group(1) is not None and not 1 <= int(port.group(1)) <= 65535:
                 raise ValueError("port must be between 1 and 65535")
+            # Go's url.Parse, behind the CRD's rule, takes only an IPv6 address in brackets.
+            bracketed = re.match(r"^https?://\[([^\]]*)\]", value)
+            if bracketed is not None:
+                try:
+                    ipaddress.IPv6Address(bracketed.group(1))
+                except ValueError:
+                    raise ValueError("the host in brackets must be an IPv6 address, such as [::1]") from None
         return value
 
 
@@ -112,7 +126,8 @@ class RepositoryTagSpec(_CamelModel):
     # When set, the tag's expiration is kept at this time (Quay clamps it to 1 hour .. 104 weeks after the
     # tag's start); when absent, the operator leaves expiration alone.
     expiration: datetime.datetime | None = None
-    suspend: bool | None = None
+    # Strict, as in the CRD: "true" or 1 are not booleans.
+    suspend: StrictBool | None = None
 
     @field_validator("refresh_interval")
     @classmethod
@@ -120,15 +135,27 @@ class RepositoryTagSpec(_CamelModel):
         if value is None:
             return None
         seconds = parse_duration(value)
-        if seconds != 0 and not MIN_REFRESH_INTERVAL <= seconds <= MAX_REFRESH_INTERVAL:
+        # Only "0" turns checks off; "0s" is a duration below 10s, as the CRD's rule has it.
+        if value != "0" and not MIN_REFRESH_INTERVAL <= seconds <= MAX_REFRESH_INTERVAL:
             raise ValueError("must be 0 (off) or between 10s and 168h")
+        return value
+
+    @field_validator("expiration", mode="before")
+    @classmethod
+    def _check_expiration_form(cls, value: object) -> object:
+        # pydantic alone also takes Unix seconds, a space in place of the T, +0900 and a time without
+        # seconds, all of which the CRD's format: date-time rejects.
+        if isinstance(value, str) and re.fullmatch(RFC3339_PATTERN, value) is None:
+            raise ValueError(EXPIRATION_RULE)
+        if not isinstance(value, str | datetime.datetime | None):
+            raise ValueError(EXPIRATION_RULE)
         return value
 
     @field_validator("expiration")
     @classmethod
     def _check_expiration(cls, value: datetime.datetime | None) -> datetime.datetime | None:
         if value is not None and value.tzinfo is None:
-            raise ValueError("must be an RFC 3339 time with a time zone, such as 2027-01-31T00:00:00Z")
+            raise ValueError(EXPIRATION_RULE)
         return value
 
     @property

@@ -139,8 +139,9 @@ def error_for_response(response: httpx.Response) -> QuayStatusError:
     request = response.request
     status = response.status_code
     payload = _json_object(response)
-    error_type = _text_field(payload, "error_type")
-    detail = _text_field(payload, "detail", "error_message", "message")
+    token = _request_token(response)
+    error_type = _text_field(payload, "error_type", token=token)
+    detail = _text_field(payload, "detail", "error_message", "message", token=token)
     excerpt = body_excerpt(response)
 
     error_class = _CLASS_BY_STATUS.get(status)
@@ -156,7 +157,7 @@ def error_for_response(response: httpx.Response) -> QuayStatusError:
 
     reason = detail if detail is not None else (excerpt or "empty body")
     label = f"{status} {error_type}" if error_type else str(status)
-    message = f"{request.method} {_safe_url(request.url)} returned {label}: {reason}"
+    message = _without_token(f"{request.method} {_safe_url(request.url)} returned {label}: {reason}", token)
     return error_class(
         message,
         method=request.method,
@@ -173,9 +174,10 @@ def malformed_response(response: httpx.Response, problem: str) -> QuayMalformedR
     request = response.request
     excerpt = body_excerpt(response)
     content_type = response.headers.get("Content-Type", "no Content-Type")
-    message = (
+    message = _without_token(
         f"{request.method} {_safe_url(request.url)} returned {response.status_code} "
-        f"with a body that is not Quay's JSON ({problem}; {content_type}): {excerpt or 'empty body'}"
+        f"with a body that is not Quay's JSON ({problem}; {content_type}): {excerpt or 'empty body'}",
+        _request_token(response),
     )
     return QuayMalformedResponse(
         message,
@@ -219,7 +221,8 @@ def parse_retry_after(value: str | None, *, now: datetime.datetime | None = None
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    # isdigit alone also takes "²", which float() rejects.
+    if value.isascii() and value.isdigit():
         return _bounded(float(value))
     try:
         moment = email.utils.parsedate_to_datetime(value)
@@ -239,8 +242,11 @@ def body_excerpt(response: httpx.Response) -> str:
     """Return the start of the body with HTML tags removed and white space folded."""
     try:
         text = response.text[:_EXCERPT_SOURCE_CHARS]
-    except (UnicodeDecodeError, LookupError, httpx.ResponseNotRead):
+    # UnicodeError, not only UnicodeDecodeError: the utf-16 codec raises it for a body without a BOM.
+    except (UnicodeError, LookupError, httpx.ResponseNotRead):
         return ""
+    # Removed before the cut, so that no part of the token stays in the excerpt either.
+    text = _without_token(text, _request_token(response))
     # [^<>] keeps the substitution linear: with [^>] a page full of "<" takes quadratic time.
     text = _TAG.sub(" ", text)
     text = " ".join(text.split())
@@ -252,19 +258,36 @@ def body_excerpt(response: httpx.Response) -> str:
 def _json_object(response: httpx.Response) -> dict[str, object] | None:
     try:
         payload = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a body of deeply nested arrays, such as "[[[[...", which is not Quay's.
         return None
     return payload if isinstance(payload, dict) else None
 
 
-def _text_field(payload: dict[str, object] | None, *keys: str) -> str | None:
+def _text_field(payload: dict[str, object] | None, *keys: str, token: str | None) -> str | None:
     if payload is None:
         return None
     for key in keys:
         value = payload.get(key)
         if isinstance(value, str) and value.strip():
-            return value.strip()[:BODY_EXCERPT_CHARS]
+            return _without_token(value.strip(), token)[:BODY_EXCERPT_CHARS]
     return None
+
+
+def _request_token(response: httpx.Response) -> str | None:
+    """Return the credentials that the request sent in its Authorization header, if any."""
+    try:
+        authorization = response.request.headers.get("Authorization", "")
+    except RuntimeError:
+        # A response built without a request.
+        return None
+    _, _, credentials = authorization.partition(" ")
+    return credentials.strip() or None
+
+
+def _without_token(text: str, token: str | None) -> str:
+    # A proxy's error page may echo the request's headers; the token must never reach a message.
+    return text.replace(token, "[token]") if token else text
 
 
 def _safe_url(url: httpx.URL) -> str:
