@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from quay_tag_operator import reasons
@@ -45,13 +44,6 @@ def quay() -> Iterator[QuayDouble]:
         double.move_tag(REPOSITORY, "candidate", B)
         double.add_manifest("other/private", A)
         yield double
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[QuayClientPool]:
-    clients = QuayClientPool(timeout=httpx.Timeout(2.0))
-    yield clients
-    await clients.aclose()
 
 
 @pytest.fixture

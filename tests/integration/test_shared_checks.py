@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from quay_tag_operator.polling import (
@@ -89,13 +88,6 @@ def quay() -> Iterator[QuayDouble]:
         double.add_manifest(REPOSITORY, A)
         double.add_manifest(REPOSITORY, B)
         yield double
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[QuayClientPool]:
-    clients = QuayClientPool(timeout=httpx.Timeout(2.0))
-    yield clients
-    await clients.aclose()
 
 
 def subscribe_tags(quay: QuayDouble, poller: RepositoryPoller, count: int) -> dict[str, Waker]:
