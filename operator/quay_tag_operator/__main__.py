@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +16,9 @@ from quay_tag_operator.config import ENV_PREFIX, ConfigError, OperatorConfig
 
 # Libraries that log every request at INFO or DEBUG; they speak only with --debug.
 NOISY_LOGGERS = ("httpx", "httpcore", "urllib3", "kubernetes", "aiohttp")
+
+# A namespace name is an RFC 1123 label.
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 # Options that the operator's settings read from QUAY_TAG_OPERATOR_<NAME> as well.
 SETTING_OPTIONS = (
@@ -117,7 +121,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
-        "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable; default: all)"
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        type=namespace_name,
+        help="watch this namespace, given by its exact name (repeatable; default: all)",
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
 
@@ -146,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     configure_logging(verbose=args.verbose, debug=args.debug, json_lines=args.log_format == "json")
     # The startup handler serves the liveness URL itself while it waits for the leader election Lease.
-    memo = kopf.Memo(namespaced=bool(args.namespace), liveness_endpoint=args.liveness)
+    memo = kopf.Memo(liveness_endpoint=args.liveness)
     kopf.run(
         standalone=True,
         namespaces=args.namespace,
@@ -157,6 +166,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     elector = memo.get("leader_elector")
     if elector is not None and elector.lost:
         sys.exit("quay-tag-operator: stopped after losing the leader election Lease; restart to stand by again")
+
+
+def namespace_name(value: str) -> str:
+    """Check that a -n value is a namespace name, because kopf matches only exact names once scanning is off."""
+    if NAMESPACE_NAME.fullmatch(value) is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid namespace name {value!r}: give the exact name (lower-case letters, digits and '-', "
+            "at most 63 characters); patterns such as team-* are not supported"
+        )
+    return value
 
 
 def configure_logging(*, verbose: bool, debug: bool, json_lines: bool = False) -> None:

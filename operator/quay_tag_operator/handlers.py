@@ -37,8 +37,13 @@ async def start(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.reporting_component = "quay-tag-operator"
 
-    # With -n, kopf needs no cluster-wide list of namespaces or CRDs, so it does not scan for them.
-    if getattr(memo, "namespaced", False):
+    # kopf 1.45 sets settings.peering.clusterwide to False, before start-up handlers run, when given
+    # namespaces: the operator's -n, or `kopf run --namespace`. Scanning then goes off, so kopf
+    # watches each namespace by its exact name, finds the CRDs once through API discovery, and lists
+    # or watches nothing cluster-wide. The namespaced install needs no ClusterRole.
+    # NOTE: without scanning, kopf ignores namespace patterns such as `team-*` (the operator's -n
+    # rejects them), and it serves a RepositoryTag CRD installed after start-up only after a restart.
+    if not settings.peering.clusterwide:
         settings.scanning.disabled = True
     if config.metrics_port is not None:
         try:

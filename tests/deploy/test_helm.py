@@ -231,11 +231,11 @@ def test_template_namespaced_uses_role(helm: Helm) -> None:
 
     role = find(documents, "Role", RELEASE)
     binding = find(documents, "RoleBinding", RELEASE)
-    scanning = find(documents, "ClusterRole", f"{RELEASE}-scanning")
     assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
     assert binding["roleRef"]["name"] == RELEASE
-    assert all(set(rule["verbs"]) <= {"list", "watch"} for rule in scanning["rules"])
-    assert [document for document in documents if document["kind"] == "ClusterRole"] == [scanning]
+    # The operator turns kopf's scanning off with --namespace, so it needs no cluster-wide rights.
+    assert "ClusterRole" not in kinds(documents)
+    assert "ClusterRoleBinding" not in kinds(documents)
     args = container(documents)["args"]
     assert args[args.index("--namespace") + 1] == RELEASE_NAMESPACE
 
@@ -246,7 +246,7 @@ def test_template_namespaced_follows_release_namespace(helm: Helm) -> None:
     args = container(documents)["args"]
     assert args[args.index("--namespace") + 1] == "team-a"
     assert find(documents, "Role", RELEASE)["metadata"]["namespace"] == "team-a"
-    assert find(documents, "ClusterRoleBinding", f"{RELEASE}-scanning")["subjects"][0]["namespace"] == "team-a"
+    assert find(documents, "RoleBinding", RELEASE)["subjects"][0]["namespace"] == "team-a"
 
 
 def test_template_sets_operator_options(helm: Helm) -> None:

@@ -16,16 +16,11 @@ so they run one after another.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
-import os
 import secrets
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +30,11 @@ import pytest
 import yaml
 
 from quay_tag_testing.controlplane.certs import CertificateAuthority
-from quay_tag_testing.controlplane.process import kill_when_parent_exits
 from quay_tag_testing.controlplane.server import ControlPlane
 from quay_tag_testing.quay_double.runner import QuayDouble
 
 from .conftest import OVERLAYS, QUAY_NAMESPACE, TOKEN, render
-from .test_service_account import OPERATOR_NAMESPACE, install_identity
+from .test_service_account import install_identity, operator_process
 
 pytestmark = pytest.mark.controlplane
 
@@ -64,16 +58,6 @@ PROBES = (
     "no request forbidden",
     "operator kept running",
 )
-# NOTE: the Deployment runs the namespaced overlay with -n, and then the operator turns kopf's
-# scanning off, so it never lists namespaces or CRDs. KopfRunner in test_service_account.py runs
-# `kopf run --namespace`, which scans, so this ClusterRole stays until that test runs the
-# operator as the Deployment does. The test fails once these grants become needed or go away.
-KNOWN_UNNEEDED = {
-    "namespaced: ClusterRole quay-tag-operator-scanning rule 0: list namespaces (core)",
-    "namespaced: ClusterRole quay-tag-operator-scanning rule 0: watch namespaces (core)",
-    "namespaced: ClusterRole quay-tag-operator-scanning rule 1: list customresourcedefinitions (apiextensions.k8s.io)",
-    "namespaced: ClusterRole quay-tag-operator-scanning rule 1: watch customresourcedefinitions (apiextensions.k8s.io)",
-}
 
 
 @dataclass(frozen=True)
@@ -221,67 +205,6 @@ def passed_probes(plane: ControlPlane, quay: QuayDouble, probes: Probes, log_pat
     return passed
 
 
-def deployment_args(args: list[str], namespace: str) -> list[str]:
-    """Return the Deployment's arguments without the health endpoint and with ``namespace`` for ``-n``."""
-    result = []
-    words = iter(args)
-    for word in words:
-        if word == "--liveness":
-            # It listens on 0.0.0.0 in the pod; the tests listen on 127.0.0.1 only.
-            next(words)
-        elif word in ("-n", "--namespace"):
-            assert next(words) == OPERATOR_NAMESPACE
-            result += [word, namespace]
-        else:
-            result.append(word)
-    return result
-
-
-def deployment_environment(variables: list[dict[str, Any]], namespace: str) -> dict[str, str]:
-    """Return the Deployment's environment; a value taken from the pod's namespace gets ``namespace``."""
-    environment = {}
-    for variable in variables:
-        if "value" in variable:
-            environment[variable["name"]] = str(variable["value"])
-        elif variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
-            environment[variable["name"]] = namespace
-    return environment
-
-
-@contextlib.contextmanager
-def operator_process(
-    plane: ControlPlane, quay: QuayDouble, overlay: str, namespace: str, kubeconfig: Path, workdir: Path
-) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
-    """Run ``python -m quay_tag_operator`` with the overlay's Deployment arguments; yield its log file and process."""
-    deployment = next(document for document in render(plane, overlay) if document["kind"] == "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    token_file = workdir / "token"
-    token_file.write_text(TOKEN + "\n")
-    command = [
-        sys.executable, "-m", "quay_tag_operator", *deployment_args(container["args"], namespace), "--verbose",
-    ]
-    log_path = workdir / f"{namespace}.log"
-    environment = {**os.environ, **deployment_environment(container.get("env", []), namespace)}
-    environment.update(
-        {"KUBECONFIG": str(kubeconfig), "QUAY_TAG_OPERATOR_QUAY_URL": quay.url,
-         "QUAY_TAG_OPERATOR_TOKEN_FILE": str(token_file)}
-    )
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=environment,
-            preexec_fn=kill_when_parent_exits,
-        )
-    try:
-        yield log_path, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-
-
 def run_with(
     plane: ControlPlane, quay: QuayDouble, overlay: str, removed: Grant | None, workdir: Path, ca_pem: str
 ) -> tuple[set[str], float]:
@@ -353,5 +276,4 @@ def test_every_grant_is_needed(
 
     elapsed = time.monotonic() - started
     print("\n" + "\n".join(report) + f"\n{len(report)} runs in {elapsed:.0f} s")
-    assert set(unnecessary) - KNOWN_UNNEEDED == set(), f"grants the operator does not need: {unnecessary}"
-    assert KNOWN_UNNEEDED <= set(unnecessary), f"update KNOWN_UNNEEDED: only {unnecessary} are not needed"
+    assert unnecessary == [], f"grants the operator does not need: {unnecessary}"

@@ -2,7 +2,8 @@
 
 Each test installs an overlay's Namespace, ServiceAccount and RBAC into a namespace of its
 own. Cluster-scoped names get a suffix, so the two overlays never share rights. The test then
-mints a token for the service account and runs the operator with a kubeconfig for that token.
+mints a token for the service account and runs ``python -m quay_tag_operator`` with the
+arguments and environment of the overlay's Deployment and a kubeconfig for that token.
 """
 
 from __future__ import annotations
@@ -10,17 +11,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import secrets
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
 import yaml
-from kopf.testing import KopfRunner
 
+from quay_tag_testing.controlplane.process import kill_when_parent_exits
 from quay_tag_testing.controlplane.server import ControlPlane
 from quay_tag_testing.quay_double.runner import QuayDouble
 
@@ -91,21 +98,101 @@ def install_identity(
     return namespace, kubeconfig
 
 
-def operator_args(documents: list[dict[str, Any]], namespace: str) -> list[str]:
-    """Return kopf arguments with the watch scope that the overlay's Deployment passes."""
-    deployment = next(document for document in documents if document["kind"] == "Deployment")
-    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    scope = ["--all-namespaces"]
-    if "-n" in args:
-        assert args[args.index("-n") + 1] == OPERATOR_NAMESPACE
-        scope = ["--namespace", namespace]
-    return ["run", "--standalone", "--verbose", *scope, "-m", "quay_tag_operator.handlers"]
+def deployment_args(args: list[str], namespace: str, liveness: str | None) -> list[str]:
+    """Return the Deployment's arguments with ``namespace`` for ``-n`` and ``liveness`` as the health endpoint.
+
+    The pod's endpoint listens on 0.0.0.0, and the tests listen on 127.0.0.1 only. With
+    ``liveness`` None, the health endpoint is left out.
+    """
+    result = []
+    words = iter(args)
+    for word in words:
+        if word == "--liveness":
+            next(words)
+            if liveness is not None:
+                result += [word, liveness]
+        elif word in ("-n", "--namespace"):
+            assert next(words) == OPERATOR_NAMESPACE
+            result += [word, namespace]
+        else:
+            result.append(word)
+    return result
 
 
-def deployment_container_args(documents: list[dict[str, Any]]) -> list[str]:
-    deployment = next(document for document in documents if document["kind"] == "Deployment")
-    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    return args
+def deployment_environment(variables: list[dict[str, Any]], namespace: str) -> dict[str, str]:
+    """Return the Deployment's environment; a value taken from the pod's namespace gets ``namespace``."""
+    environment = {}
+    for variable in variables:
+        if "value" in variable:
+            environment[variable["name"]] = str(variable["value"])
+        elif variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+            environment[variable["name"]] = namespace
+    return environment
+
+
+@contextlib.contextmanager
+def operator_process(
+    plane: ControlPlane,
+    quay: QuayDouble,
+    overlay: str,
+    namespace: str,
+    kubeconfig: Path,
+    workdir: Path,
+    liveness: str | None = None,
+) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
+    """Run ``python -m quay_tag_operator`` as the overlay's Deployment does; yield its log file and process.
+
+    The arguments and environment are the Deployment's, plus ``--verbose``. The Quay URL and the
+    token file point at the Quay double, and the process stops with SIGTERM, as a pod does, when
+    the block ends.
+    """
+    deployment = next(document for document in render(plane, overlay) if document["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    token_file = workdir / "token"
+    token_file.write_text(TOKEN + "\n")
+    command = [
+        sys.executable, "-m", "quay_tag_operator", *deployment_args(container["args"], namespace, liveness),
+        "--verbose",
+    ]
+    log_path = workdir / f"{namespace}.log"
+    # Settings of the test run's own environment would change what the Deployment sets.
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("QUAY_TAG_OPERATOR_")}
+    environment.update(deployment_environment(container.get("env", []), namespace))
+    environment.update(
+        {"KUBECONFIG": str(kubeconfig), "QUAY_TAG_OPERATOR_QUAY_URL": quay.url,
+         "QUAY_TAG_OPERATOR_TOKEN_FILE": str(token_file)}
+    )
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=environment,
+            preexec_fn=kill_when_parent_exits,
+        )
+    try:
+        yield log_path, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def health_status(url: str) -> int:
+    """Return the HTTP status of the health endpoint, or 0 while it accepts no connection."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            status: int = response.status
+            return status
+    except OSError:
+        return 0
 
 
 def lease_spec(plane: ControlPlane, namespace: str) -> dict[str, Any]:
@@ -142,30 +229,29 @@ def ready_in_sync(body: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" and c["reason"] == "InSync" for c in conditions)
 
 
-@contextlib.contextmanager
-def operator_as(plane: ControlPlane, quay: QuayDouble, overlay: str, workdir: Path) -> Iterator[tuple[str, KopfRunner]]:
-    """Run the operator as an overlay's service account, and yield its namespace and the runner.
+@dataclass
+class OperatorRun:
+    """One operator process run as an overlay's service account."""
 
-    The runner's output can be read only after the block ends, when the operator has stopped.
-    """
+    namespace: str
+    log_path: Path
+    liveness_url: str
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def operator_as(plane: ControlPlane, quay: QuayDouble, overlay: str, workdir: Path) -> Iterator[OperatorRun]:
+    """Run the operator as an overlay's service account and Deployment; check that it stops cleanly."""
     namespace, kubeconfig = install_identity(plane, overlay, workdir)
-    token_file = workdir / "token"
-    token_file.write_text(TOKEN + "\n")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KUBECONFIG", str(kubeconfig))
-        # kopf and the operator load the kubeconfig through the kubernetes client, which
-        # reads KUBECONFIG only once, at import.
-        patch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
-        patch.setenv("QUAY_TAG_OPERATOR_QUAY_URL", quay.url)
-        patch.setenv("QUAY_TAG_OPERATOR_TOKEN_FILE", str(token_file))
-        if "--leader-election" in deployment_container_args(render(plane, overlay)):
-            # The Deployment puts the Lease in the pod's namespace, which is the identity's namespace here.
-            patch.setenv("QUAY_TAG_OPERATOR_LEADER_ELECTION", "true")
-            patch.setenv("QUAY_TAG_OPERATOR_LEADER_ELECTION_NAMESPACE", namespace)
-        with KopfRunner(operator_args(render(plane, overlay), namespace), timeout=60) as runner:
-            yield namespace, runner
-    assert runner.exception is None, runner.output
-    assert runner.exit_code == 0, runner.output
+    liveness_url = f"http://127.0.0.1:{free_port()}/healthz"
+    with operator_process(plane, quay, overlay, namespace, kubeconfig, workdir, liveness_url) as (log_path, process):
+        run = OperatorRun(namespace, log_path, liveness_url)
+        yield run
+    assert process.returncode == 0, run.output[-3000:]
+    assert "Traceback" not in run.output, run.output[-3000:]
 
 
 def reconcile_one(plane: ControlPlane, quay: QuayDouble, namespace: str) -> dict[str, Any]:
@@ -205,27 +291,31 @@ def reconcile_one(plane: ControlPlane, quay: QuayDouble, namespace: str) -> dict
 def test_cluster_wide_reconciles_other_namespace(
     control_plane: ControlPlane, crd: None, quay: QuayDouble, namespace: str, tmp_path: Path
 ) -> None:
-    with operator_as(control_plane, quay, "cluster-wide", tmp_path) as (operator_namespace, runner):
-        assert namespace != operator_namespace
+    with operator_as(control_plane, quay, "cluster-wide", tmp_path) as run:
+        assert namespace != run.namespace
         event = reconcile_one(control_plane, quay, namespace)
-        wait_for_lease_renewal(control_plane, operator_namespace)
+        wait_for_lease_renewal(control_plane, run.namespace)
+        assert poll("a healthy liveness endpoint", lambda: health_status(run.liveness_url), lambda status: status == 200)
 
     # The operator released the Lease when it stopped.
-    assert lease_spec(control_plane, operator_namespace).get("holderIdentity", "") == ""
+    assert lease_spec(control_plane, run.namespace).get("holderIdentity", "") == ""
     assert event["source"]["component"] == "quay-tag-operator"
-    assert "Moved tag prod" in runner.output
-    assert "Forbidden" not in runner.output
-    assert "Not enough permissions" not in runner.output
+    assert "Moved tag prod" in run.output
+    assert "Forbidden" not in run.output
+    assert "Not enough permissions" not in run.output
 
 
 def test_namespaced_reconciles_own_namespace(
     control_plane: ControlPlane, crd: None, quay: QuayDouble, tmp_path: Path
 ) -> None:
-    with operator_as(control_plane, quay, "namespaced", tmp_path) as (operator_namespace, runner):
-        event = reconcile_one(control_plane, quay, operator_namespace)
-        wait_for_lease_renewal(control_plane, operator_namespace)
+    with operator_as(control_plane, quay, "namespaced", tmp_path) as run:
+        event = reconcile_one(control_plane, quay, run.namespace)
+        wait_for_lease_renewal(control_plane, run.namespace)
+        assert poll("a healthy liveness endpoint", lambda: health_status(run.liveness_url), lambda status: status == 200)
 
-    assert lease_spec(control_plane, operator_namespace).get("holderIdentity", "") == ""
+    assert lease_spec(control_plane, run.namespace).get("holderIdentity", "") == ""
     assert event["source"]["component"] == "quay-tag-operator"
-    assert "Moved tag prod" in runner.output
-    assert "Forbidden" not in runner.output
+    assert "Moved tag prod" in run.output
+    # The overlay has no ClusterRole, so any list or watch of namespaces or CRDs would be refused.
+    assert "Forbidden" not in run.output
+    assert "Not enough permissions" not in run.output
