@@ -240,7 +240,7 @@ def main() -> None:
                 f"{converge:.1f} s",
                 f"{count / converge:.1f}/s; {converge / bound:.2f}x the bound of {bound:.1f} s",
             )
-            report("operator vs sequential script", f"{script_seconds / converge:.1f}x faster")
+            report("operator speed-up over the sequential script", f"{script_seconds / converge:.2f}x")
             report("kubectl apply of all N returned after", f"{applied:.1f} s")
             report("operator CPU until all Ready", f"{cpu_after - cpu_before:.1f} s", f"{1000 * (cpu_after - cpu_before) / count:.1f} ms per resource")
             report(
