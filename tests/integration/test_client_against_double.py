@@ -234,3 +234,22 @@ async def test_reconcile_unauthorized_names_token_source(quay: QuayDouble, pool:
     assert outcome.reason is reasons.UNAUTHORIZED
     assert 'Secret "quay" key "token"' in outcome.message
     assert "expired-token" not in outcome.message
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_redirect_to_other_host_not_followed(client: QuayClient, quay: QuayDouble, status: int) -> None:
+    # A second server on another port stands for the host a compromised proxy would redirect to.
+    with QuayDouble(SEED) as elsewhere:
+        quay.add_fault(
+            path=f"/repository/{REPOSITORY}/tag/",
+            status=status,
+            body="<html>Moved</html>",
+            headers={"Location": f"{elsewhere.url}/api/v1/repository/{REPOSITORY}/tag/"},
+        )
+
+        with pytest.raises(errors.QuayUnexpectedStatus) as raised:
+            await client.list_tag_history("quayadmin", "app", "web")
+
+        assert elsewhere.requests() == []
+        assert str(status) in raised.value.message
+        assert TOKEN not in raised.value.message
