@@ -14,7 +14,7 @@ import logging
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -230,28 +230,17 @@ class QuayClient:
         True, reading stops and the history is marked incomplete. Rows that shift
         onto the next page because the tag moved while paging are dropped.
         """
-        path = f"{_repository_path(namespace, repository)}/tag/"
         rows: list[TagRow] = []
         # End times seen for each row identity on earlier pages.
         seen: dict[tuple[str, int, str, bool], set[int | None]] = {}
-        for page_number in range(1, MAX_PAGES + 1):
-            params = {
-                "specificTag": tag,
-                "onlyActiveTags": "false",
-                "limit": str(PAGE_SIZE),
-                "page": str(page_number),
-            }
-            response = await self._request("GET", path, params=params)
-            page = _parse(response, TagPage)
-            if page.page != page_number:
-                # A proxy that drops the query string returns page 1 every time; paging would never end.
-                raise errors.malformed_response(response, f"page {page_number} requested, page {page.page} returned")
+        params = {"specificTag": tag, "onlyActiveTags": "false"}
+        async for page in self._pages(namespace, repository, params):
             page_rows = [row for row in page.tags if row.name == tag and not _seen_before(row, seen)]
             for row in page_rows:
                 seen.setdefault(row.identity, set()).add(row.end_ts)
             rows.extend(page_rows)
 
-            if not page.has_additional or not page.tags:
+            if _is_last(page):
                 return TagHistory(rows=_newest_first(rows), complete=True)
             if stop_when is not None and stop_when(rows):
                 return TagHistory(rows=_newest_first(rows), complete=False)
@@ -265,25 +254,34 @@ class QuayClient:
         """Read the alive row of every tag in the repository (``onlyActiveTags=true``), page by page.
 
         A tag that moves while the pages are read may be missing from the result or
-        listed twice; when listed twice, the row that started last is kept.
+        listed twice. When it is listed twice, the row that started last is kept.
         """
-        path = f"{_repository_path(namespace, repository)}/tag/"
         alive: dict[str, TagRow] = {}
-        for page_number in range(1, MAX_PAGES + 1):
-            params = {"onlyActiveTags": "true", "limit": str(PAGE_SIZE), "page": str(page_number)}
-            response = await self._request("GET", path, params=params)
-            page = _parse(response, TagPage)
-            if page.page != page_number:
-                raise errors.malformed_response(response, f"page {page_number} requested, page {page.page} returned")
+        async for page in self._pages(namespace, repository, {"onlyActiveTags": "true"}):
             for row in page.tags:
                 known = alive.get(row.name)
                 if known is None or row.start_ts > known.start_ts:
                     alive[row.name] = row
-            if not page.has_additional or not page.tags:
-                return AliveTags(rows=alive, pages=page_number, complete=True)
+            if _is_last(page):
+                return AliveTags(rows=alive, pages=page.page, complete=True)
 
         logger.warning("Stopped listing the tags of %s/%s after %d pages", namespace, repository, MAX_PAGES)
         return AliveTags(rows=alive, pages=MAX_PAGES, complete=False)
+
+    async def _pages(self, namespace: str, repository: str, params: dict[str, str]) -> AsyncIterator[TagPage]:
+        """Yield the pages of one tag listing in order, until the last page or MAX_PAGES."""
+        path = f"{_repository_path(namespace, repository)}/tag/"
+        for page_number in range(1, MAX_PAGES + 1):
+            response = await self._request(
+                "GET", path, params={**params, "limit": str(PAGE_SIZE), "page": str(page_number)}
+            )
+            page = _parse(response, TagPage)
+            if page.page != page_number:
+                # A proxy that drops the query string returns page 1 every time; paging would never end.
+                raise errors.malformed_response(response, f"page {page_number} requested, page {page.page} returned")
+            yield page
+            if _is_last(page):
+                return
 
     async def put_tag(self, namespace: str, repository: str, tag: str, manifest_digest: str) -> None:
         """Point the tag at a manifest alive in the repository (Quay returns 404 otherwise)."""
@@ -412,6 +410,10 @@ def _parse(response: httpx.Response, model: type[ModelT]) -> ModelT:
         first = error.errors()[0]
         location = ".".join(str(part) for part in first["loc"]) or "body"
         raise errors.malformed_response(response, f"{location}: {first['msg']}") from error
+
+
+def _is_last(page: TagPage) -> bool:
+    return not page.has_additional or not page.tags
 
 
 def _seen_before(row: TagRow, seen: dict[tuple[str, int, str, bool], set[int | None]]) -> bool:
