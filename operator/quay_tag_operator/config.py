@@ -7,6 +7,7 @@ runs from the console script or from ``kopf run`` in tests.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -109,8 +110,9 @@ class OperatorConfig(BaseModel):
             parse_selector(value)
         return value
 
-    @property
+    @functools.cached_property
     def selector(self) -> LabelSelector | None:
+        # Parsed once: kopf's filter reads it for every watch event.
         return parse_selector(self.label_selector) if self.label_selector is not None else None
 
     @property
