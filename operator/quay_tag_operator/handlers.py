@@ -128,7 +128,7 @@ def tag_claims(body: kopf.Body, memo: Any, **_: Any) -> dict[ClaimKey, Claim] | 
 
 def _in_shard(meta: kopf.Meta, memo: Any, **_: Any) -> bool:
     # Resources outside the label selector belong to another operator instance. The claims
-    # index above still sees them, so conflicts across instances are found.
+    # index above still contains them, so conflicts across instances are found.
     selector = memo.runtime.config.selector
     return selector is None or bool(selector.matches(meta.labels))
 

@@ -356,7 +356,7 @@ class QuayClient:
             raise errors.malformed_response(response, f"body larger than {MAX_BODY_BYTES} bytes") from None
         except httpx.DecodingError:
             # Not a TransportError: a body that its Content-Encoding (gzip, deflate, ...) does not decode.
-            raise errors.malformed_response(response, "body does not decode as its Content-Encoding says") from None
+            raise errors.malformed_response(response, "body failed to decode with its Content-Encoding") from None
         finally:
             metrics.QUAY_REQUESTS.labels(method=method, status=status).inc()
             metrics.QUAY_REQUEST_SECONDS.labels(method=method).observe(time.monotonic() - started)
